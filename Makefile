@@ -1,0 +1,37 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test`. Both create .venv when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCANNER := $(VENV)/bin/scanner
+DEMO ?= demo
+# torch is pinned to the wheels that lie on these machines' disks (DEVELOPERS.md); a bare `torch` pulls GBs.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	cd $(DEMO) 2>/dev/null || mkdir -p $(DEMO)
+	cd $(DEMO) && ../$(SCANNER) data synth --out lartpc_demo.h5 --events 3000 --size 32 --seed 0
+	cd $(DEMO) && ../$(SCANNER) data inspect lartpc_demo.h5 --display lartpc_demo.png
+	cd $(DEMO) && rm -rf scans/demo && ../$(SCANNER) run ../search_spaces/demo.yaml
+	cd $(DEMO) && ../$(SCANNER) report demo --out report
+
+test: install
+	$(PY) -m pytest -q --durations=15
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

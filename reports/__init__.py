@@ -1,0 +1,1 @@
+"""Reports read MLflow only: ranking, Pareto front, importance, plots, HTML/Markdown/CSV."""

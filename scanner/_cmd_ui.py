@@ -1,0 +1,8 @@
+"""`scanner ui` (placeholder until its issue lands)."""
+
+from scanner.cli import example_help
+
+
+def register(sub, parent):
+    p = sub.add_parser("ui", parents=[parent], help="(not yet built)", **example_help("scanner ui --help"))
+    p.set_defaults(handler=lambda args: (_ for _ in ()).throw(NotImplementedError("scanner ui")))

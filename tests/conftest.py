@@ -1,0 +1,20 @@
+"""Session-wide test settings: CPU only, quiet Ray, a non-interactive matplotlib, small thread pools."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports ray/torch/matplotlib.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DISABLE_DASHBOARD", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+# Shared fixtures live in small modules next to this file (tests/ is on sys.path when pytest loads this conftest).
+from fixtures_data import *  # noqa: E402,F401,F403  tiny HDF5 event files
+from fixtures_sweep import *  # noqa: E402,F401,F403  MLflow server, local Ray, the shared tiny sweep

@@ -1,0 +1,1 @@
+"""Data fixtures: tiny HDF5 files written by the tests."""

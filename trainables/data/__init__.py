@@ -1,0 +1,1 @@
+"""Detector events in HDF5: the schema, a lazy reader, the synthetic LArTPC generator, inspect and import."""

@@ -1,0 +1,51 @@
+"""The small interface between the training loop and whoever tracks it (Ray Tune, MLflow, a test).
+
+The loop knows nothing of Ray or MLflow. At the end of every epoch it writes a checkpoint folder and calls
+``Reporter.report``; at start it asks ``Reporter.resume_from`` for a folder to continue from.
+
+A checkpoint folder holds ``state.pt`` (model, optimizer, scheduler, EMA, epoch, RNG, config, best-so-far),
+``confusion.json`` (classification) and ``predictions.h5`` of the validation split at that epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    def resume_from(self) -> Path | None:
+        """A checkpoint folder to continue from, or None to start fresh."""
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path, is_best: bool) -> None:
+        """One epoch's metrics (contract names, step = epoch, 1-based) and its checkpoint folder.
+
+        The folder may be reused after the call returns: copy what you keep.
+        """
+
+
+@dataclass
+class TrialOutcome:
+    status: str  # completed | failed
+    epochs: int
+    failure: str | None = None
+    best: dict[str, float] = field(default_factory=dict)
+    best_checkpoint: Path | None = None
+
+
+class MemoryReporter:
+    """Keeps everything in memory: for tests and benchmarks."""
+
+    def __init__(self, resume: Path | None = None):
+        self._resume = resume
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.best_epoch: int | None = None
+
+    def resume_from(self) -> Path | None:
+        return self._resume
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path, is_best: bool) -> None:
+        self.history.append((epoch, dict(metrics)))
+        if is_best:
+            self.best_epoch = epoch
