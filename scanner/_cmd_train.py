@@ -93,7 +93,7 @@ def run_train(args) -> int:
     run_id = run.info.run_id
     for key, value in cfg.as_params().items():
         client.log_param(run_id, key, str(value))
-    root = Path("scans").resolve() / space.name / "train" / run_id
+    root = Path("scans").resolve() / "_train" / space.name / run_id  # scans/<name>/ belongs to sweeps
     spec = TrialSpec(space.task, space.data, cfg, space.budget.max_epochs, space.objective.metric,
                      space.objective.mode, workdir=str(root.parent))
     root.mkdir(parents=True, exist_ok=True)
