@@ -109,27 +109,27 @@ def trial_run_name(index: int, params: Mapping[str, Any], varied: Iterable[str],
 
 
 def trial_tags(
-    sweep_name: str,
+    name: str,
     trial_id: str,
     *,
     space_hash: str,
-    data_hash: str | None,
-    baseline: bool,
-    varied: Iterable[str],
+    git_sha: str | None = None,
+    data_hash: str | None = None,
+    baseline: bool = False,
+    varied: Iterable[str] = (),
     class_names: Iterable[str] | None = None,
     target_names: Iterable[str] | None = None,
-    sha: str | None = None,
 ) -> dict[str, str]:
-    """The contract tags of a child run (DESIGN.md, "MLflow layout")."""
+    """The contract tags of a child run (DESIGN.md, "MLflow layout"). ``name`` is the sweep's."""
     tags = {
-        "scan.name": sweep_name,
+        "scan.name": name,
         "scan.trial_id": trial_id,
         "scan.space_hash": space_hash,
         "scan.baseline": "true" if baseline else "false",
         "scan.varied": json.dumps(list(varied)),
     }
-    if sha:
-        tags["scan.git_sha"] = sha
+    if git_sha:
+        tags["scan.git_sha"] = git_sha
     if data_hash:
         tags["scan.data_hash"] = data_hash
     if class_names is not None:

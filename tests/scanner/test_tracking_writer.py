@@ -28,7 +28,8 @@ def test_run_name_reads_like_the_trial():
 
 def test_trial_tags_hold_the_contract_names():
     tags = tracking.trial_tags(
-        "s", "abc_00001", space_hash="h", data_hash="d", baseline=True, varied=["lr"], class_names=["a", "b"], sha="x"
+        name="s", trial_id="abc_00001", space_hash="h", data_hash="d", baseline=True, varied=["lr"],
+        class_names=["a", "b"], git_sha="x",
     )
     assert tags["scan.baseline"] == "true" and json.loads(tags["scan.varied"]) == ["lr"]
     assert json.loads(tags["scan.class_names"]) == ["a", "b"]
