@@ -1,1 +1,40 @@
-"""Search spaces as YAML, and the loader/validator that turns them into Optuna distributions."""
+"""Search spaces as YAML, and the loader/validator that turns them into Optuna distributions.
+
+    space = load_space("search_spaces/demo.yaml")          # validated SpaceFile, or one BadInput line
+    print(format_plan(space, cluster_cpus=2, cluster_gpus=0))
+    searcher = OptunaSearch(space=define_by_run(space), metric=..., mode=...)
+    cfg = trial_config(space, sampled)                     # a trainables.config.TrialConfig
+
+Nothing here imports torch, Ray or Optuna at import time; the model/loss/schedule registries are read lazily.
+"""
+
+from search_spaces._loader import load_space, parse_set, space_hash
+from search_spaces._optuna import DefineByRun, define_by_run, grid_size, grid_space, suggest
+from search_spaces._plan import check_resources, format_plan, trials_at_once
+from search_spaces._resolve import baseline_config, train_config, trial_config
+from search_spaces._schema import Budget, Objective, Param, Resources, SpaceFile
+
+SHIPPED = ("lartpc_3class.yaml", "lartpc_transfer.yaml", "lartpc_direction.yaml", "demo.yaml")
+
+__all__ = [
+    "SHIPPED",
+    "Budget",
+    "DefineByRun",
+    "Objective",
+    "Param",
+    "Resources",
+    "SpaceFile",
+    "baseline_config",
+    "check_resources",
+    "define_by_run",
+    "format_plan",
+    "grid_size",
+    "grid_space",
+    "load_space",
+    "parse_set",
+    "space_hash",
+    "suggest",
+    "train_config",
+    "trial_config",
+    "trials_at_once",
+]

@@ -1,0 +1,79 @@
+"""The space as Optuna sees it: a define-by-run function (for Ray's ``OptunaSearch``) and a grid (``GridSampler``).
+
+Ray 2.60's ``OptunaSearch`` calls ``fn(trial)`` with a wrapper that records every ``trial.suggest_*(name, ...)``
+by its ``name``, then merges the dict ``fn`` returns (constants, str keys) on top, and ``unflatten_dict``s the
+result on "/". It also pickles the function with the searcher state (``OptunaSearch.save``) so that a sweep can
+resume: ``define_by_run`` therefore returns a picklable object, not a closure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from search_spaces._keys import bad
+from search_spaces._schema import Param, SpaceFile
+
+
+def suggest(trial: Any, space: SpaceFile) -> dict[str, Any]:
+    """Suggest the active parameters in dependency order (a child only when its ``when`` holds). No computation."""
+    chosen: dict[str, Any] = {}
+    for param in space.space.values():
+        if param.is_active(chosen):
+            chosen[param.name] = _suggest_one(trial, param)
+    return chosen
+
+
+def _suggest_one(trial: Any, p: Param) -> Any:
+    if p.kind == "value":
+        return p.value  # a constant: nothing for the sampler to learn
+    if p.kind == "choice":
+        return trial.suggest_categorical(p.name, list(p.choices))
+    if p.kind == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
+
+
+class DefineByRun:
+    """``fn(trial) -> constants``: suggests the space; returns the fixed values and active ``value`` params."""
+
+    def __init__(self, space: SpaceFile):
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        chosen = suggest(trial, self.space)
+        constants = {k: v for k, v in self.space.fixed.items() if k not in self.space.space}
+        constants.update({k: v for k, v in chosen.items() if self.space.space[k].kind == "value"})
+        return constants or None
+
+    def __repr__(self) -> str:
+        return f"DefineByRun({self.space.name!r}, {len(self.space.varied_keys)} varied keys)"
+
+
+def define_by_run(space: SpaceFile) -> Callable[[Any], dict[str, Any] | None]:
+    """The ``space`` argument of ``ray.tune.search.optuna.OptunaSearch``."""
+    return DefineByRun(space)
+
+
+def grid_space(space: SpaceFile) -> dict[str, list[Any]]:
+    """``search_space`` for ``optuna.samplers.GridSampler``: every choice and int value.
+
+    A conditional parameter is in the grid too; a grid point whose condition does not hold repeats the same
+    config, which Optuna counts as a separate point (the plan shows the grid size).
+    """
+    grid: dict[str, list[Any]] = {}
+    for p in space.space.values():
+        if p.kind == "choice":
+            grid[p.name] = list(p.choices)
+        elif p.kind == "int":
+            grid[p.name] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+        elif p.kind == "float":
+            raise bad(str(space.source_path), f"space.{p.name}.float", "sampler grid cannot enumerate a float range",
+                      f"make {p.name} a choice of values, or use sampler: tpe")
+    return grid
+
+
+def grid_size(space: SpaceFile) -> int:
+    size = 1
+    for values in grid_space(space).values():
+        size *= len(values)
+    return size

@@ -1,0 +1,112 @@
+"""``scanner run --dry-run``: what a sweep would do on this cluster, and whether the cluster can do it at all."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from search_spaces._keys import bad
+from search_spaces._optuna import grid_size
+from search_spaces._resolve import baseline_config
+from search_spaces._schema import SpaceFile
+
+
+def check_resources(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) -> None:
+    """BadInput when the cluster cannot give one trial what it asks: Ray would keep it PENDING forever, silently."""
+    shown, res = str(space.source_path), space.resources
+    if res.gpu > 0 and cluster_gpus <= 0:
+        raise bad(shown, "resources.gpu", f"{res.gpu:g} GPU per trial on a cluster with no GPU would leave every "
+                  "trial PENDING forever", "set resources.gpu: 0 or run on a GPU node")
+    if res.gpu > cluster_gpus:
+        raise bad(shown, "resources.gpu", f"{res.gpu:g} GPUs per trial, but the cluster has {cluster_gpus:g}: every "
+                  "trial would stay PENDING", f"set resources.gpu to at most {cluster_gpus:g}")
+    if res.cpu > cluster_cpus:
+        raise bad(shown, "resources.cpu", f"{res.cpu:g} CPUs per trial, but the cluster has {cluster_cpus:g}: every "
+                  "trial would stay PENDING", f"set resources.cpu to at most {cluster_cpus:g}")
+    for i, obj in enumerate(space.objectives):
+        if obj.metric.startswith("sys/gpu_") and (res.gpu == 0 or cluster_gpus <= 0):
+            path = "objective.metric" if i == 0 else f"objective.also[{i - 1}].metric"
+            raise bad(shown, path, f"'{obj.metric}' is never logged without a GPU (it is absent on CPU, not 0)",
+                      "give the trials a GPU (resources.gpu) or optimise another metric")
+
+
+def trials_at_once(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) -> int:
+    res = space.resources
+    limits = [res.concurrent, math.floor(cluster_cpus / res.cpu + 1e-9)]
+    if res.gpu > 0:
+        limits.append(math.floor(cluster_gpus / res.gpu + 1e-9))
+    return max(0, min(limits))
+
+
+def _objectives_line(space: SpaceFile) -> str:
+    text = ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
+    return text + ("  -> Pareto front" if space.multi_objective else "")
+
+
+def _sampler_line(space: SpaceFile) -> str:
+    b = space.budget
+    text = f"{b.sampler} (seed {b.seed})"
+    if b.sampler == "grid":
+        text += f", {grid_size(space)} grid points"
+    if b.scheduler == "fifo":
+        return text + "; scheduler fifo (every trial runs all epochs)"
+    return text + f"; scheduler {b.scheduler} on {space.objective.metric} (grace {b.grace_epochs} epoch(s))"
+
+
+def _data_line(space: SpaceFile) -> str:
+    path = Path(space.data.path)
+    line = str(path) if path.exists() else f"{path}  (MISSING: scanner data synth --out {path})"
+    if space.data.select:
+        line += "  select " + ", ".join(f"{k} in {v}" for k, v in space.data.select.items())
+    return line
+
+
+def _parameter_lines(space: SpaceFile) -> list[str]:
+    if not space.space:
+        return ["  (none: every trial trains the fixed config)"]
+    width = max(len(n) for n in space.space)
+    return [f"  {name:<{width}}  {p.describe()}" for name, p in space.space.items()]
+
+
+def _baseline_lines(space: SpaceFile) -> list[str]:
+    cfg = baseline_config(space).as_params()
+    set_here = {**space.fixed, **(space.baseline or {})}
+    shown = [f"{k}={v}" for k, v in cfg.items() if k in set_here or k in space.space]
+    rest = [k for k in cfg if k not in set_here and k not in space.space]
+    lines = ["  " + " ".join(shown) if shown else "  (all defaults)"]
+    if rest:
+        lines.append(f"  (defaults for {', '.join(rest)})")
+    return lines
+
+
+def format_plan(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) -> str:
+    """The ``--dry-run`` text: what would run, with what, how many at once, and the worst-case cost."""
+    b, res = space.budget, space.resources
+    at_once = trials_at_once(space, cluster_cpus, cluster_gpus)
+    runs = b.trials + 1  # the baseline runs on top of the searched trials
+    worst = runs * b.max_epochs
+    lines = [
+        f"Sweep '{space.name}' ({space.task}), space hash {space.space_hash}",
+        f"  file:       {space.source_path}",
+        f"  data:       {_data_line(space)}",
+        f"  objective:  {_objectives_line(space)}",
+        f"  sampler:    {_sampler_line(space)}",
+        f"  trials:     {b.trials} searched + 1 baseline, up to {b.max_epochs} epochs each; "
+        f"{b.max_failures} retry(ies) per failed trial",
+        "Parameters (in suggestion order):",
+        *_parameter_lines(space),
+        "Fixed: " + (" ".join(f"{k}={v}" for k, v in space.fixed.items()) or "(nothing)"),
+        "Baseline (runs first, never stopped early):",
+        *_baseline_lines(space),
+        f"Resources: {res.cpu:g} CPU and {res.gpu:g} GPU per trial, at most {res.concurrent} at once; "
+        f"this cluster ({cluster_cpus:g} CPUs, {cluster_gpus:g} GPUs) runs {at_once} trial(s) at once",
+    ]
+    if at_once == 0:
+        lines.append("  WARNING: no trial fits on this cluster; every trial would stay PENDING")
+    lines += [
+        f"Worst case: ({b.trials} trials + 1 baseline) x {b.max_epochs} epochs = {worst} epochs"
+        + (f", about {math.ceil(worst / at_once)} epoch-lengths of wall time at {at_once} at once" if at_once else ""),
+        f"Finally: the top {b.final_top} trial(s) and the baseline are evaluated once on the test split "
+        f"({b.final_top + 1} test evaluations)",
+    ]
+    return "\n".join(lines)

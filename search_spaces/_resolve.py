@@ -1,0 +1,36 @@
+"""From a space file to the ``TrialConfig`` one trial trains: searched trials, the baseline, ``scanner train``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_spaces._keys import bad
+from search_spaces._schema import SpaceFile
+from trainables.config import TrialConfig
+from trainables.errors import BadInput
+
+
+def _config(space: SpaceFile, values: dict[str, Any], what: str) -> TrialConfig:
+    values = dict(values)
+    if values.get("mode", "scratch") == "scratch":
+        values["init"] = None  # init is ignored when training from scratch
+    try:
+        return TrialConfig.from_dict(values, where=what)
+    except BadInput as exc:
+        raise bad(str(space.source_path), what, str(exc).removeprefix(f"{what}: "),
+                  "fix the file so this config is trainable") from None
+
+
+def trial_config(space: SpaceFile, sampled: dict[str, Any]) -> TrialConfig:
+    """A searched trial: ``fixed`` + ``sampled`` (sampled wins); keys set nowhere take TrialConfig's defaults."""
+    return _config(space, {**space.fixed, **sampled}, "trial")
+
+
+def baseline_config(space: SpaceFile) -> TrialConfig:
+    """The baseline: ``fixed`` + ``baseline`` (just ``fixed`` + defaults when the file has no baseline)."""
+    return _config(space, {**space.fixed, **(space.baseline or {}), **space.overrides}, "baseline")
+
+
+def train_config(space: SpaceFile) -> TrialConfig:
+    """What ``scanner train`` trains: ``fixed`` + ``baseline`` + the ``--set`` overrides (which win)."""
+    return baseline_config(space)
