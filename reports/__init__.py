@@ -1,1 +1,38 @@
-"""Reports read MLflow only: ranking, Pareto front, importance, plots, HTML/Markdown/CSV."""
+"""Reports read MLflow only: ranking, Pareto front, importance, plots, HTML/Markdown/CSV.
+
+    from reports import build_report
+    build_report("demo", "sqlite:////abs/mlflow.db", Path("report"))   # -> report/index.html
+
+Never imports ray, torch or trainables; optuna only inside the importance function.
+"""
+
+from reports._build import build_report, document, write_report
+from reports._fetch import SweepRuns, Trial, load_sweep
+from reports._importance import Importance, infer_distribution, param_importance
+from reports._pareto import Front, dominates, non_dominated, pareto_front
+from reports._rank import Gain, Ranking, Row, gain_over_baseline, rank, relative_gain, val_test_comparison
+from reports.errors import ReportInputError
+
+__all__ = [
+    "build_report",
+    "write_report",
+    "document",
+    "load_sweep",
+    "SweepRuns",
+    "Trial",
+    "rank",
+    "Ranking",
+    "Row",
+    "gain_over_baseline",
+    "Gain",
+    "relative_gain",
+    "val_test_comparison",
+    "pareto_front",
+    "non_dominated",
+    "dominates",
+    "Front",
+    "param_importance",
+    "infer_distribution",
+    "Importance",
+    "ReportInputError",
+]

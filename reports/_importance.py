@@ -1,0 +1,78 @@
+"""Parameter importance from the runs alone: an Optuna study rebuilt from MLflow params and objective values.
+
+The distributions are inferred from the logged values (all params are strings in MLflow): strings or a few distinct
+numbers are categorical; numbers spanning more than 100x are log-uniform floats. Optuna is imported here only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from reports._rank import Ranking
+
+FEW_VALUES = 4  # up to this many distinct numbers is a choice list (e.g. ema_decay), not a range
+LOG_SPAN = 100.0  # a positive range wider than this is sampled log-uniform (learning rates, weight decay)
+
+
+@dataclass
+class Importance:
+    values: dict[str, float]  # param -> importance, largest first; empty when absent
+    why_absent: str  # empty when values were computed
+    params: dict[str, list]  # param -> values per completed trial (for the scatter plots)
+    objective: list[float]
+
+
+def infer_distribution(values: list[str]):
+    """An Optuna distribution for the string values one parameter took, and the values converted to it."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    numbers = _as_floats(values)
+    distinct = sorted(set(values))
+    if numbers is None or len(set(numbers)) <= FEW_VALUES:
+        return CategoricalDistribution(distinct), list(values)
+    lo, hi = min(numbers), max(numbers)
+    log = lo > 0 and hi / lo > LOG_SPAN
+    return FloatDistribution(lo, hi, log=log), numbers
+
+
+def _as_floats(values: list[str]) -> list[float] | None:
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    return numbers if all(math.isfinite(x) for x in numbers) else None
+
+
+def param_importance(ranking: Ranking) -> Importance:
+    sweep = ranking.sweep
+    done = [r for r in ranking.ranked if r.trial.status in ("completed", "stopped_early")]
+    names = [p for p in ranking.varied if all(p in r.trial.params for r in done)]
+    params = {p: [r.trial.params[p] for r in done] for p in names}
+    objective = [r.objective for r in done]
+    names = [p for p in names if len(set(params[p])) > 1]
+    if len(done) < 2:
+        return Importance({}, f"needs at least 2 completed trials with an objective value; this sweep has {len(done)}",
+                          params, objective)
+    if not names:
+        return Importance({}, "no parameter took more than one value across the completed trials", params, objective)
+    try:
+        values = _optuna_importance(names, params, objective, sweep.mode)
+    except Exception as exc:  # few or degenerate trials: say why instead of failing the report
+        return Importance({}, f"Optuna could not evaluate importance ({type(exc).__name__}: {exc})", params, objective)
+    return Importance(values, "", params, objective)
+
+
+def _optuna_importance(names, params, objective, mode) -> dict[str, float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions, converted = {}, {}
+    for p in names:
+        distributions[p], converted[p] = infer_distribution(params[p])
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for i, value in enumerate(objective):
+        trial_params = {p: converted[p][i] for p in names}
+        study.add_trial(optuna.trial.create_trial(params=trial_params, distributions=distributions, value=value))
+    importances = optuna.importance.get_param_importances(study)
+    return dict(sorted(importances.items(), key=lambda kv: -kv[1]))

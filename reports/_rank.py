@@ -1,0 +1,217 @@
+"""Rank the trials of a sweep by its objective, mark statistical ties with the leader, compare with the baseline.
+
+Ties: a trial is tied with the leader when ``|x_trial - x_leader| <= sqrt(s_leader**2 + s_trial**2)``, with ``s`` the
+logged 1-sigma error (``<metric>_err``) of each. The two estimates come from independent trainings evaluated on the
+same validation events, so the combined sigma overstates the spread of the difference a little: the tie mark errs
+toward "cannot tell them apart", which is the honest side for a group meeting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from reports._fetch import SweepRuns, Trial
+
+# Objectives that are fractions where 1 - x is an error rate (the gain is a relative error-rate reduction).
+FRACTION_METRICS = ("accuracy", "efficiency", "purity", "fom", "auc")
+
+
+@dataclass
+class Row:
+    rank: int | None  # None: no objective value (failed before its first validation)
+    trial: Trial
+    objective: float | None
+    objective_err: float | None
+    tied: bool = False
+    leader: bool = False
+
+
+@dataclass
+class Ranking:
+    sweep: SweepRuns
+    at: str  # best | last
+    rows: list[Row]
+    varied: list[str]
+    physics: list[str]  # val/... names shown beside the objective
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def ranked(self) -> list[Row]:
+        return [r for r in self.rows if r.rank is not None]
+
+    @property
+    def leader(self) -> Row | None:
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def baseline(self) -> Row | None:
+        return next((r for r in self.rows if r.trial.baseline), None)
+
+    def top(self, n: int) -> list[Row]:
+        return self.ranked[:n]
+
+
+def err_of(trial: Trial, name: str, at: str) -> float | None:
+    return trial.value(name + "_err", at)
+
+
+def physics_metrics(sweep: SweepRuns) -> list[str]:
+    """The main physics figures shown beside the objective: per-class efficiency/purity, or resolution/bias/RMS."""
+    if sweep.task == "classification":
+        names = ["val/accuracy"]
+        for c in sweep.class_names:
+            names += [f"val/efficiency/{c}", f"val/purity/{c}"]
+    else:
+        names = ["val/resolution68_deg"]
+        for t in sweep.target_names:
+            names += [f"val/bias/{t}", f"val/rms/{t}"]
+    logged = set().union(*(t.metrics for t in sweep.trials)) if sweep.trials else set()
+    present = [n for n in names if n in logged or f"best/{n}" in logged]
+    return [n for n in present if n != sweep.objective]
+
+
+def varied_params(sweep: SweepRuns) -> list[str]:
+    """The union of ``scan.varied``; without it, the params whose values differ between trials."""
+    names: list[str] = []
+    for t in sweep.trials:
+        names += [n for n in t.varied if n not in names]
+    if names:
+        return names
+    keys = sorted(set().union(*(t.params for t in sweep.trials))) if sweep.trials else []
+    return [k for k in keys if len({t.params.get(k) for t in sweep.trials}) > 1]
+
+
+def rank(sweep: SweepRuns, at: str = "best") -> Ranking:
+    """Every trial ordered by the objective (best first); trials without a value go last, in run order."""
+    if at not in ("best", "last"):
+        raise ValueError(f"at must be 'best' or 'last', not {at!r}")
+    rows = [Row(None, t, t.value(sweep.objective, at), err_of(t, sweep.objective, at)) for t in sweep.trials]
+    scored = [r for r in rows if _finite(r.objective)]
+    unscored = [r for r in rows if not _finite(r.objective)]
+    scored.sort(key=lambda r: r.objective, reverse=sweep.mode == "max")
+    for i, r in enumerate(scored, start=1):
+        r.rank = i
+    unscored.sort(key=lambda r: (r.trial.status != "failed", r.trial.run_name))
+    ranking = Ranking(sweep, at, scored + unscored, varied_params(sweep), physics_metrics(sweep))
+    mark_ties(ranking)
+    ranking.table = ranking_table(ranking)
+    return ranking
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def mark_ties(ranking: Ranking) -> None:
+    leader = ranking.leader
+    if leader is None:
+        return
+    leader.leader = True
+    sl = leader.objective_err or 0.0
+    for r in ranking.ranked[1:]:
+        sigma = math.hypot(sl, r.objective_err or 0.0)
+        r.tied = abs(r.objective - leader.objective) <= sigma
+
+
+def ranking_table(ranking: Ranking) -> pd.DataFrame:
+    """The ranking as a flat table (the CSV): numbers are the MLflow values, unrounded."""
+    sweep, at = ranking.sweep, ranking.at
+    records = []
+    for r in ranking.rows:
+        t = r.trial
+        rec = {
+            "rank": r.rank,
+            "trial": t.run_name,
+            "baseline": t.baseline,
+            "tied_with_leader": r.tied or r.leader,
+        }
+        rec.update({f"param:{p}": t.params.get(p, "") for p in ranking.varied})
+        rec[sweep.objective] = r.objective
+        rec[sweep.objective + "_err"] = r.objective_err
+        for name in ranking.physics:
+            rec[name] = t.value(name, at)
+            rec[name + "_err"] = err_of(t, name, at)
+        for a in sweep.also:
+            rec[a["metric"]] = t.value(a["metric"], at)
+        rec["epochs"] = t.epochs
+        rec["status"] = t.status
+        rec["failure"] = t.failure
+        rec["perf/samples_per_s"] = t.value("perf/samples_per_s", "last")
+        rec["sys/gpu_mem_peak_gb"] = t.value("sys/gpu_mem_peak_gb", "last")  # absent on CPU: stays empty
+        rec["run_id"] = t.run_id
+        rec["link"] = sweep.run_link(t.run_id)
+        records.append(rec)
+    table = pd.DataFrame.from_records(records)
+    for col in ("rank", "epochs"):  # integers with gaps (unranked, never ran an epoch): not floats in the CSV
+        if col in table:
+            table[col] = table[col].astype("Int64")
+    return table
+
+
+@dataclass
+class Gain:
+    """The best trial against the baseline, on the test split when both have it, else on validation."""
+
+    split: str  # test | val
+    metric: str
+    best: float
+    base: float
+    delta: float
+    relative: float | None  # relative error-rate (or objective) reduction; None when undefined
+    relative_label: str
+    per_name: list[tuple[str, float, float, float]]  # (metric, baseline, best, delta) of the physics figures
+
+
+def gain_over_baseline(ranking: Ranking) -> Gain | None:
+    best, base = ranking.leader, ranking.baseline
+    if best is None or base is None or best.trial is base.trial:
+        return None
+    sweep = ranking.sweep
+    use_test = best.trial.test_value(sweep.objective) is not None and base.trial.test_value(sweep.objective) is not None
+    pick = (lambda t, n: t.test_value(n)) if use_test else (lambda t, n: t.value(n, ranking.at))
+    xb, x0 = pick(best.trial, sweep.objective), pick(base.trial, sweep.objective)
+    if xb is None or x0 is None:
+        return None
+    relative, label = relative_gain(sweep.objective, sweep.mode, xb, x0)
+    per_name = []
+    for name in ranking.physics:
+        vb, v0 = pick(best.trial, name), pick(base.trial, name)
+        if vb is not None and v0 is not None:
+            per_name.append((name, v0, vb, vb - v0))
+    return Gain("test" if use_test else "val", sweep.objective, xb, x0, xb - x0, relative, label, per_name)
+
+
+def relative_gain(metric: str, mode: str, best: float, base: float) -> tuple[float | None, str]:
+    """(err_base - err_best) / err_base with err = 1 - x for fractions; (base - best) / base for a min objective."""
+    leaf = metric.split("/")[1] if metric.count("/") >= 1 else metric
+    if mode == "max" and leaf in FRACTION_METRICS:
+        e0, eb = 1.0 - base, 1.0 - best
+        return ((e0 - eb) / e0 if e0 > 0 else None), "relative error-rate reduction (err = 1 - x)"
+    if mode == "min":
+        return ((base - best) / base if base else None), "relative reduction"
+    return ((best - base) / base if base else None), "relative increase"
+
+
+@dataclass
+class SplitComparison:
+    row: Row
+    figures: list[tuple[str, float | None, float | None, float | None, float | None]]  # name, val, val_err, test, err
+
+
+def val_test_comparison(ranking: Ranking) -> list[SplitComparison]:
+    """The baseline and the trials that have test figures: validation beside test, best-ranked first."""
+    names = [ranking.sweep.objective] + ranking.physics
+    out = []
+    for r in ranking.rows:
+        if not any(r.trial.test_value(n) is not None for n in names):
+            continue
+        figures = []
+        for n in names:
+            test = r.trial.test_value(n)
+            test_err = r.trial.test_value(n + "_err")
+            figures.append((n, r.trial.value(n, ranking.at), err_of(r.trial, n, ranking.at), test, test_err))
+        out.append(SplitComparison(r, figures))
+    return out
