@@ -94,15 +94,25 @@ def check_mode_and_init(shown: str, fixed: dict, baseline: dict | None, params: 
                   "fix the baseline (fixed + baseline) so it is a trainable config") from None
 
 
-def check_sampler(shown: str, sampler: str, multi_objective: bool, params: dict[str, Param]) -> None:
+def check_sampler(shown: str, sampler: str, trials: int, multi_objective: bool, params: dict[str, Param]) -> None:
     if sampler == "cmaes" and multi_objective:
         raise bad(shown, "budget.sampler", "cmaes optimises a single objective, but objective.also is set",
                   "use sampler: nsga2 or tpe for several objectives")
-    if sampler == "grid":
-        for p in params.values():
-            if p.kind == "float":
-                raise bad(shown, f"space.{p.name}.float", "sampler grid cannot enumerate a float range",
-                          f"make {p.name} a choice of values, or use sampler: tpe")
+    if sampler != "grid":
+        return
+    points = 1
+    for p in params.values():
+        if p.kind == "float":
+            raise bad(shown, f"space.{p.name}.float", "sampler grid cannot enumerate a float range",
+                      f"make {p.name} a choice of values, or use sampler: tpe")
+        if p.kind == "choice":
+            points *= len(p.choices)
+        elif p.kind == "int":
+            points *= int((p.high - p.low) // (p.step or 1)) + 1
+    if trials > points:
+        # Optuna's GridSampler would repeat points, and stops the study (an error outside study.optimize)
+        raise bad(shown, "budget.trials", f"{trials} trials, but the grid has only {points} points",
+                  f"set budget.trials: {points}, or widen the grid")
 
 
 def data_names(shown: str, data: DataConfig, require_data: bool) -> tuple[list[str] | None, list[str] | None]:

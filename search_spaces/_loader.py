@@ -75,7 +75,7 @@ def load_space(path: str | Path, overrides: dict | None = None, require_data: bo
 
     _checks.check_registry_names(shown, task, yaml_fixed, baseline, params, overrides)
     _checks.check_mode_and_init(shown, yaml_fixed, baseline, params, overrides)
-    _checks.check_sampler(shown, budget.sampler, bool(objective.also), params)
+    _checks.check_sampler(shown, budget.sampler, budget.trials, bool(objective.also), params)
     classes, targets = _checks.data_names(shown, data, require_data)
     _checks.check_objective(shown, objective, task, classes, targets)
     _checks.check_select(shown, data, classes)

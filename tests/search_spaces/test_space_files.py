@@ -133,7 +133,7 @@ def test_plan_text(tmp_path):
 
 def test_plan_of_a_grid_and_a_pareto(tmp_path):
     doc = {**DOC, "objective": {"metric": "val/accuracy", "also": [{"metric": "perf/samples_per_s"}]},
-           "budget": {"sampler": "grid", "scheduler": "fifo"},
+           "budget": {"sampler": "grid", "scheduler": "fifo", "trials": 8},
            "space": {"mode": {"choice": ["scratch", "finetune"]}, "batch_size": {"int": [16, 64], "step": 16}}}
     doc["fixed"] = {"init": "weights.pt"}
     space = load_space(write(tmp_path, doc), require_data=False)

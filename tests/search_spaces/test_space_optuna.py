@@ -86,7 +86,7 @@ def test_suggest_follows_dependency_order(tmp_path):
 
 
 def test_grid_sampler_enumerates_the_grid(tmp_path):
-    doc = {**SPACE, "budget": {"sampler": "grid"},
+    doc = {**SPACE, "budget": {"sampler": "grid", "trials": 12},
            "space": {"loss": {"choice": ["ce", "focal"]}, "warmup_epochs": {"int": [0, 4], "step": 2},
                      "ema_decay": {"choice": [0.0, 0.99]}}}
     space = load(tmp_path, doc)
