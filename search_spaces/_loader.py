@@ -103,7 +103,8 @@ def parse_data(shown: str, data: Any, base_dir: Path) -> DataConfig:
     data = dict(require_mapping(shown, "data", data, "data: {path: data/lartpc.h5}"))
     reject_unknown(shown, "data", data, [f.name for f in dataclasses.fields(DataConfig)])
     if not isinstance(data.get("path"), str) or not data["path"]:
-        raise bad(shown, "data.path", "missing" if "path" not in data else f"expected a file path, got {data['path']!r}",
+        what = "missing" if "path" not in data else f"expected a file path, got {data['path']!r}"
+        raise bad(shown, "data.path", what,
                   "give the HDF5 file, e.g. path: data/lartpc.h5 (relative to this YAML file's folder)")
     select = require_mapping(shown, "data.select", data.get("select") or {}, "select: {labels: [nueCC, numuCC]}")
     data["select"] = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in select.items()}

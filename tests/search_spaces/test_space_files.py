@@ -165,3 +165,23 @@ def test_space_file_is_immutable(tmp_path):
     with pytest.raises(AttributeError):
         space.name = "other"  # type: ignore[misc]
     assert space.raw["name"] == "merge" and space.source_path == (tmp_path / "space.yaml").resolve()
+
+
+def test_shipped_spaces_agree_with_the_synthetic_generator(tmp_path):
+    """`scanner data synth` files satisfy the shipped spaces: class names for select, the data paths' layout."""
+    import shutil
+
+    from trainables.data.synth import write_synthetic
+
+    (tmp_path / "search_spaces").mkdir()
+    for name in search_spaces.SHIPPED:
+        shutil.copy(SHIPPED_DIR / name, tmp_path / "search_spaces" / name)
+    write_synthetic(tmp_path / "data" / "lartpc.h5", events=24, size=16, progress=False, workers=0)
+    write_synthetic(tmp_path / "demo" / "lartpc_demo.h5", events=24, size=16, progress=False, workers=0)
+    for name in search_spaces.SHIPPED:
+        space = load_space(tmp_path / "search_spaces" / name)  # require_data: the files must be there
+        assert Path(space.data.path).parent.parent == tmp_path.resolve()
+    direction = (tmp_path / "search_spaces" / "lartpc_direction.yaml").read_text()
+    (tmp_path / "search_spaces" / "bad.yaml").write_text(direction.replace("numuCC]", "numuCCC]"))
+    with pytest.raises(BadInput, match=r"data.select.labels\[1\]: the file has no class 'numuCCC'"):
+        load_space(tmp_path / "search_spaces" / "bad.yaml")
