@@ -75,7 +75,7 @@ def onecycle(total: int, warmup: int) -> Factor:
     def factor(k: int) -> float:
         if k < rise:
             return _cos_between(low, 1.0, k / rise)
-        return _cos_between(1.0, final, (k - rise) / max(1, total - rise))
+        return _cos_between(1.0, final, (k - rise) / max(1, total - 1 - rise))  # the last step is at lr/2.5e5
 
     return factor
 
