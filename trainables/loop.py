@@ -112,13 +112,20 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
         raise TrialDiverged(f"training loss became {value} at epoch {epoch}, step {step}; lower lr or grad_clip")
 
 
+def _reseed_order(loader: torch.utils.data.DataLoader, seed: int) -> None:
+    """Each epoch's shuffle depends on (seed, epoch) only, so a resumed trial sees the same batches."""
+    for source in (loader.batch_sampler, loader.sampler):
+        generator = getattr(source, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
+
+
 def _train_epoch(p: _Parts, epoch: int, telemetry, progress: bool) -> float:
     from trainables.models import set_train_mode
 
     cfg = p.spec.trial
     set_train_mode(p.model, cfg.mode)
-    if getattr(p.train_loader, "generator", None) is not None:
-        p.train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)  # same order on resume
+    _reseed_order(p.train_loader, cfg.seed * 100_003 + epoch)
     loss_sum = torch.zeros((), device=p.device, dtype=torch.float64)
     weight_sum = torch.zeros((), device=p.device, dtype=torch.float64)
     batches = telemetry.timed(p.train_loader)

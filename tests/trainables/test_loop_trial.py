@@ -58,14 +58,20 @@ def test_one_trial_reports_every_contract_metric(tiny_h5, tmp_path):
     expected = {"train/loss", "val/loss", "train/lr", "val/accuracy", "val/accuracy_err", "best/val/accuracy",
                 "best/epoch", "perf/epoch_s", "perf/samples_per_s", "perf/data_wait_frac", "sys/rss_gb",
                 "sys/cpu_pct"}
-    for c in CLASSES:
-        expected |= {f"val/efficiency/{c}", f"val/purity/{c}", f"val/fom/{c}", f"val/efficiency/{c}_err"}
+    kept = tmp_path / "kept" / "epoch2"
+    with h5py.File(kept / "predictions.h5") as f:
+        predicted = set(np.argmax(f["scores"][:], axis=1).tolist())
+    for i, c in enumerate(CLASSES):
+        expected |= {f"val/efficiency/{c}", f"val/efficiency/{c}_err", f"val/auc/{c}"}
+        purity = {f"val/purity/{c}", f"val/fom/{c}"}
+        # purity is measured only for a class the model predicts at all: absent otherwise, never a fake 0
+        expected |= purity if i in predicted else set()
+        assert (i in predicted) == (purity <= set(metrics)), c
     assert expected <= set(metrics), expected - set(metrics)
     assert not [k for k in metrics if k.startswith("sys/gpu")], "GPU metrics must be absent on CPU"
     assert all(np.isfinite(v) for v in metrics.values())
     best_epoch = int(metrics["best/epoch"])
     assert metrics["best/val/accuracy"] == reporter.history[best_epoch - 1][1]["val/accuracy"]
-    kept = tmp_path / "kept" / "epoch2"
     assert {"state.pt", "confusion.json", "predictions.h5"} <= {p.name for p in kept.iterdir()}
     with h5py.File(kept / "predictions.h5") as f:
         assert f["scores"].shape[1] == 3 and len(f["index"]) == len(f["label"]) == f["scores"].shape[0]
