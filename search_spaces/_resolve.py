@@ -14,6 +14,7 @@ def _config(space: SpaceFile, values: dict[str, Any], what: str) -> TrialConfig:
     values = dict(values)
     if values.get("mode", "scratch") == "scratch":
         values["init"] = None  # init is ignored when training from scratch
+    values.setdefault("loss", TrialConfig().loss_name(space.task))  # params show the loss that actually ran
     try:
         return TrialConfig.from_dict(values, where=what)
     except BadInput as exc:

@@ -58,7 +58,7 @@ DOC = {
     "data": {"path": "events.h5"},
     "objective": {"metric": "val/accuracy"},
     "fixed": {"batch_size": 32, "model": "small_cnn", "init": "weights.pt"},
-    "baseline": {"lr": 1e-3, "loss": "ce"},
+    "baseline": {"lr": 1e-3, "loss": "focal"},
     "space": {"lr": {"float": [1e-4, 1e-1], "log": True}, "mode": {"choice": ["scratch", "finetune"]}},
 }
 
@@ -67,7 +67,7 @@ def test_trial_config_is_fixed_plus_sampled(tmp_path):
     space = load_space(write(tmp_path, DOC), require_data=False)
     cfg = trial_config(space, {"lr": 3e-3, "mode": "finetune"})
     assert (cfg.lr, cfg.batch_size, cfg.model, cfg.mode, cfg.init) == (3e-3, 32, "small_cnn", "finetune", "weights.pt")
-    assert cfg.loss is None  # the baseline's loss does not leak into searched trials
+    assert cfg.loss == "ce"  # the task default, resolved: the baseline's focal does not leak in
     assert trial_config(space, {"lr": 3e-3, "mode": "scratch"}).init is None  # init ignored from scratch
     with pytest.raises(BadInput, match="trial"):
         trial_config(space, {"lr": -1.0, "mode": "scratch"})
@@ -76,7 +76,7 @@ def test_trial_config_is_fixed_plus_sampled(tmp_path):
 def test_baseline_and_train_config(tmp_path):
     space = load_space(write(tmp_path, DOC), require_data=False)
     base = baseline_config(space)
-    assert (base.lr, base.loss, base.batch_size, base.mode, base.init) == (1e-3, "ce", 32, "scratch", None)
+    assert (base.lr, base.loss, base.batch_size, base.mode, base.init) == (1e-3, "focal", 32, "scratch", None)
     assert train_config(space) == base
     no_baseline = load_space(write(tmp_path, {**DOC, "baseline": None}, "b.yaml"), require_data=False)
     assert baseline_config(no_baseline).lr == 1e-3 and baseline_config(no_baseline).loss is None  # the defaults
