@@ -1,0 +1,119 @@
+"""What the shared tiny sweep left in MLflow, Optuna and scans/<name>/ (DESIGN.md contracts), via MlflowClient."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from scanner import cli
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_sweep):
+    client = MlflowClient(tiny_sweep.tracking_uri)
+    exp = client.get_experiment_by_name(tiny_sweep.name)
+    all_runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parent = [r for r in all_runs if r.data.tags.get("scan.role") == "parent"]
+    children = [r for r in all_runs if r.data.tags.get("scan.role") != "parent"]
+    return client, parent, children
+
+
+def test_sweep_exits_ok_and_prints_progress(tiny_sweep):
+    assert tiny_sweep.exit_code == 0, tiny_sweep.output
+    assert "running" in tiny_sweep.output and "best val/accuracy=" in tiny_sweep.output
+
+
+def test_one_parent_and_one_nested_child_per_trial(runs):
+    client, parent, children = runs
+    assert len(parent) == 1 and parent[0].info.run_name == "tiny"
+    assert len(children) == 4  # 3 searched + the baseline
+    assert len({c.data.tags["scan.trial_id"] for c in children}) == 4
+    assert all(c.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for c in children)
+    tags = parent[0].data.tags
+    assert tags["scan.status"] == "finished" and tags["scan.objective"] == "val/accuracy"
+    assert json.loads(tags["scan.also"]) == [] and parent[0].info.status == "FINISHED"
+    names = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"space.yaml", "scan.json", "optuna_study.json"} <= names
+
+
+def test_no_run_left_running_and_statuses_are_truthful(runs):
+    _, _, children = runs
+    for c in children:
+        status = c.data.tags["scan.status"]
+        assert status in ("completed", "stopped_early")
+        assert c.info.status == "FINISHED"
+        epochs = c.data.metrics["best/epoch"] if "best/epoch" in c.data.metrics else None
+        assert epochs is not None
+
+
+def test_baseline_first_unstopped_and_tagged(runs):
+    client, _, children = runs
+    base = [c for c in children if c.data.tags["scan.baseline"] == "true"]
+    assert len(base) == 1 and base[0].info.run_name.startswith("t00 baseline small_cnn_tiny ce")
+    assert "focal_gamma" not in base[0].info.run_name  # inactive conditionals stay out of the name
+    assert base[0].data.tags["scan.status"] == "completed"
+    assert [m.step for m in client.get_metric_history(base[0].info.run_id, "val/loss")] == [1, 2]
+
+
+def test_child_runs_carry_contract_tags_params_and_metrics(runs, tiny_sweep):
+    client, _, children = runs
+    for c in children:
+        tags = c.data.tags
+        for key in ("scan.name", "scan.trial_id", "scan.space_hash", "scan.data_hash", "scan.varied",
+                    "scan.class_names", "scan.checkpoint"):
+            assert tags.get(key), key
+        assert json.loads(tags["scan.class_names"]) == ["NC", "nueCC", "numuCC"]  # the file's class_names
+        assert set(c.data.params) >= {"model", "loss", "lr", "batch_size", "ema_decay", "seed"}
+        assert c.data.params["batch_size"] == "32"
+        history = client.get_metric_history(c.info.run_id, "val/accuracy")
+        steps = [m.step for m in history]
+        assert steps == sorted(set(steps)) and steps[0] == 1  # step = epoch, each once
+        assert "best/val/accuracy" in c.data.metrics
+        assert not any(k.startswith("sys/gpu") for k in c.data.metrics)  # absent on CPU, never 0
+        assert {a.path for a in client.list_artifacts(c.info.run_id, "val")} == {"val/confusion.json",
+                                                                               "val/predictions.h5"}
+        assert tags["scan.checkpoint"].startswith(str(tiny_sweep.folder / "scans" / "tiny" / "ray"))
+
+
+def test_finals_on_the_test_split_for_baseline_and_top(runs):
+    client, _, children = runs
+    finals = [c for c in children if "test/accuracy" in c.data.metrics]
+    assert len(finals) == 2  # final_top: 1, + the baseline
+    assert any(c.data.tags["scan.baseline"] == "true" for c in finals)
+    for c in finals:
+        best_epoch = int(c.data.metrics["best/epoch"])
+        assert [m.step for m in client.get_metric_history(c.info.run_id, "test/accuracy")] == [best_epoch]
+        assert {a.path for a in client.list_artifacts(c.info.run_id, "test")} == {"test/confusion.json",
+                                                                                 "test/predictions.h5"}
+
+
+def test_scan_folder_and_optuna_study(tiny_sweep):
+    folder = tiny_sweep.folder / "scans" / "tiny"
+    info = json.loads((folder / "scan.json").read_text())
+    assert info["tracking_uri"] == tiny_sweep.tracking_uri and info["data_path"].startswith("/")
+    assert info["space"]["data"]["path"] == info["data_path"] and info["space_hash"]
+    assert (folder / "ray" / "tune").is_dir()
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tiny_sweep.folder / 'scans' / 'optuna.db'}")
+    assert len(study.trials) == 3  # the searched trials; the baseline is the reference, not a sample
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+
+
+def test_second_run_of_the_same_name_exits_2(tiny_sweep, monkeypatch, capsys):
+    monkeypatch.chdir(tiny_sweep.folder)
+    code = cli.main(["run", str(tiny_sweep.space_path), "--tracking-uri", tiny_sweep.tracking_uri])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "scanner resume tiny" in err and len(err.strip().splitlines()) == 1
+
+
+def test_best_of_resolves_to_the_best_trial_checkpoint(runs, tiny_sweep):
+    from scanner.init_resolve import resolve_init
+
+    _, _, children = runs
+    best = max(children, key=lambda c: c.data.metrics["best/val/accuracy"])
+    assert resolve_init("best-of:tiny", tiny_sweep.tracking_uri) == best.data.tags["scan.checkpoint"]
+    one = children[0]
+    assert resolve_init(f"run:{one.info.run_id}", tiny_sweep.tracking_uri) == one.data.tags["scan.checkpoint"]
