@@ -79,7 +79,7 @@ def test_baseline_and_train_config(tmp_path):
     assert (base.lr, base.loss, base.batch_size, base.mode, base.init) == (1e-3, "focal", 32, "scratch", None)
     assert train_config(space) == base
     no_baseline = load_space(write(tmp_path, {**DOC, "baseline": None}, "b.yaml"), require_data=False)
-    assert baseline_config(no_baseline).lr == 1e-3 and baseline_config(no_baseline).loss is None  # the defaults
+    assert baseline_config(no_baseline).lr == 1e-3 and baseline_config(no_baseline).loss == "ce"  # the defaults
     overridden = load_space(tmp_path / "space.yaml", overrides=parse_set(["lr=3e-3", "amp=false", "batch_size=8"]),
                             require_data=False)
     cfg = train_config(overridden)
@@ -122,7 +122,7 @@ def test_plan_text(tmp_path):
     plan = format_plan(space, cluster_cpus=6, cluster_gpus=2)
     for text in ("Sweep 'merge' (classification)", str(tmp_path / "events.h5"), "MISSING", "val/accuracy (max)",
                  "sampler:    tpe", "scheduler asha", "log-uniform float in [0.0001, 0.1]",
-                 "choice of scratch, finetune", "(only when loss = focal)", "lr=0.001", "loss=ce",
+                 "choice of scratch, finetune", "(only when loss = focal)", "lr=0.001", "loss=focal",
                  "2 CPU and 0.5 GPU per trial", "runs 3 trial(s) at once",  # min(4, 6 // 2, 2 // 0.5)
                  "(10 trials + 1 baseline) x 3 epochs = 33 epochs", "top 2 trial(s) and the baseline",
                  "3 test evaluations", space.space_hash):
