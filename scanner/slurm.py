@@ -1,0 +1,64 @@
+"""An sbatch script for a Ray cluster over a SLURM allocation, following Ray's documented pattern.
+
+Head on the first node (``ray start --head --block &``), one worker per other node via ``srun``, then
+``scanner run SPACE --address <head ip>:<port>`` on the head. See docs.ray.io, "Deploying on Slurm".
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+RAY_PORT = 6379  # Ray's default GCS port
+HEAD_WAIT_S = 20  # Ray's guide waits for the head before starting workers
+WORKER_WAIT_S = 5  # and a little for each worker to join
+
+
+def sbatch_script(space_path: Path, name: str, nodes: int, gpus_per_node: int, partition: str | None = None,
+                  time_limit: str | None = None, cpus_per_node: int | None = None, tracking_uri: str | None = None,
+                  workdir: Path | None = None) -> str:
+    space = shlex.quote(str(Path(space_path).resolve()))
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=scan-{name}", f"#SBATCH --nodes={nodes}",
+             "#SBATCH --exclusive", "#SBATCH --ntasks-per-node=1"]
+    if gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-task={gpus_per_node}")
+    if cpus_per_node:
+        lines.append(f"#SBATCH --cpus-per-task={cpus_per_node}")
+    if partition:
+        lines.append(f"#SBATCH --partition={partition}")
+    if time_limit:
+        lines.append(f"#SBATCH --time={time_limit}")
+    lines.append(f"#SBATCH --output=scan-{name}-%j.log")
+    cpus = '"${SLURM_CPUS_PER_TASK:-$(nproc)}"'
+    tracking = f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else ""
+    lines += [
+        "",
+        "set -euo pipefail",
+        f"cd {shlex.quote(str((workdir or Path.cwd()).resolve()))}  # scans/ and mlflow.db live here",
+        'export RAY_USAGE_STATS_ENABLED=0',
+        "",
+        'nodes=$(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+        "nodes_array=($nodes)",
+        "head_node=${nodes_array[0]}",
+        'head_ip=$(srun --nodes=1 --ntasks=1 -w "$head_node" hostname --ip-address | awk \'{print $1}\')',
+        f"port={RAY_PORT}",
+        'address="$head_ip:$port"',
+        'echo "Ray head: $address"',
+        "",
+        'srun --nodes=1 --ntasks=1 -w "$head_node" \\',
+        f'    ray start --head --node-ip-address="$head_ip" --port=$port --num-cpus={cpus} '
+        f'--num-gpus={gpus_per_node} --include-dashboard=false --block &',
+        f"sleep {HEAD_WAIT_S}",
+        "",
+        "worker_num=$((SLURM_JOB_NUM_NODES - 1))",
+        'for ((i = 1; i <= worker_num; i++)); do',
+        '    node_i=${nodes_array[$i]}',
+        '    srun --nodes=1 --ntasks=1 -w "$node_i" \\',
+        f'        ray start --address "$address" --num-cpus={cpus} --num-gpus={gpus_per_node} --block &',
+        f"    sleep {WORKER_WAIT_S}",
+        "done",
+        "",
+        f'scanner run {space} --address "$address"{tracking}',
+        "",
+    ]
+    return "\n".join(lines)
