@@ -83,7 +83,7 @@ def test_baseline_and_train_config(tmp_path):
     overridden = load_space(tmp_path / "space.yaml", overrides=parse_set(["lr=3e-3", "amp=false", "batch_size=8"]),
                             require_data=False)
     cfg = train_config(overridden)
-    assert (cfg.lr, cfg.amp, cfg.batch_size, cfg.loss) == (3e-3, False, 8, "ce")  # --set beats baseline and fixed
+    assert (cfg.lr, cfg.amp, cfg.batch_size, cfg.loss) == (3e-3, False, 8, "focal")  # --set beats baseline and fixed; the rest of the baseline stays
     assert overridden.fixed["batch_size"] == 8 and overridden.space_hash == space.space_hash
 
 
