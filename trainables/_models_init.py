@@ -49,7 +49,9 @@ def _read(path: Path, init: str) -> Any:
     if path.is_dir():
         path = path / STATE_FILE
     if not path.is_file():
-        raise BadInput(f"init '{init}': {path} does not exist; give a checkpoint folder (with {STATE_FILE}) or a .pt file")
+        raise BadInput(
+            f"init '{init}': {path} does not exist; give a checkpoint folder (with {STATE_FILE}) or a .pt file"
+        )
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -249,7 +251,8 @@ def _timm_pretrained_cfg(name: str) -> Any:
 
 
 def hub_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """torchvision weight-enum names (``ResNet18_Weights.IMAGENET1K_V1``) or timm tags (``convnextv2_atto.fcmae_ft_in1k``)."""
+    """torchvision weight-enum names (``ResNet18_Weights.IMAGENET1K_V1``) or timm pretrained tags
+    (``convnextv2_atto.fcmae_ft_in1k``)."""
     weights = _torchvision_weights(name)
     if weights is not None:
         return _torchvision_state_dict(weights, name)

@@ -143,7 +143,8 @@ def _timm(name: str, in_channels: int, **kwargs) -> Backbone:
     import timm
 
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
-    return Backbone(model, model.num_features, dropped_head="head.fc")
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head.fc"  # "fc" for resnets
+    return Backbone(model, model.num_features, dropped_head=classifier)
 
 
 @MODELS.register("convnextv2_atto", family="convnextv2", tiny="convnextv2_tiny_test", pretrained_source="timm")

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 TIMM_PREFIX = "timm:"
+TIMM_TINY = {"convnext": "convnextv2_tiny_test", "resnet": "resnet_tiny", "mobilenet": "mobilenet_tiny"}
 
 
 class DetectorNet(nn.Module):
@@ -89,9 +90,9 @@ def tiny_variant(name: str) -> str:
     """The family's tiny model, for tests; ``timm:<name>`` maps by family prefix, anything else to small_cnn_tiny."""
     if name.startswith(TIMM_PREFIX):
         arch = name[len(TIMM_PREFIX) :]
-        for prefix, tiny in (("convnext", "convnextv2_tiny_test"), ("resnet", "resnet_tiny"), ("mobilenet", "mobilenet_tiny")):
+        for prefix in TIMM_TINY:
             if arch.startswith(prefix):
-                return tiny
+                return TIMM_TINY[prefix]
         return "small_cnn_tiny"
     return MODELS.tags(name)["tiny"]
 
@@ -118,18 +119,12 @@ def set_train_mode(model: DetectorNet, mode: str) -> None:
         model.backbone.eval()
 
 
-def _no_decay(name: str, p: nn.Parameter) -> bool:
-    """Biases and norm scales/shifts (all 1-D): decaying them only fights the normalisation (timm, nanoGPT)."""
-    return p.ndim <= 1
-
-
-def _split_decay(
-    module: nn.Module, prefix: str, lr: float, weight_decay: float
-) -> list[dict[str, Any]]:
+def _split_decay(module: nn.Module, prefix: str, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Biases and norm scales/shifts (all 1-D) get no decay: decaying them only fights the normalisation (nanoGPT)."""
     decay, no_decay = [], []
-    for name, p in module.named_parameters():
+    for p in module.parameters():
         if p.requires_grad:
-            (no_decay if _no_decay(name, p) else decay).append(p)
+            (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
         {"name": prefix, "params": decay, "lr": lr, "weight_decay": weight_decay},
         {"name": f"{prefix}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},

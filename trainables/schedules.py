@@ -139,7 +139,9 @@ class LRSchedule:
         self._lambda._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        plateau = None if self._plateau is None else {"best": self._plateau.best, "bad_epochs": self._plateau.bad_epochs}
+        plateau = None
+        if self._plateau is not None:
+            plateau = {"best": self._plateau.best, "bad_epochs": self._plateau.bad_epochs}
         return {"lambda": self._lambda.state_dict(), "scale": self.scale, "plateau": plateau}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

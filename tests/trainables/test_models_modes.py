@@ -86,7 +86,8 @@ def test_finetune_moves_the_backbone_at_lr_times_mult():
     groups = _train_epoch(model, "finetune", lr=1e-2, mult=0.1)
     assert not torch.equal(model.backbone.conv1.weight, before["conv1.weight"])
     lrs = {g["name"]: g["lr"] for g in groups}
-    assert lrs == {"head": 1e-2, "head_no_decay": 1e-2, "backbone": pytest.approx(1e-3), "backbone_no_decay": pytest.approx(1e-3)}
+    backbone_lr = pytest.approx(1e-3)
+    assert lrs == {"head": 1e-2, "head_no_decay": 1e-2, "backbone": backbone_lr, "backbone_no_decay": backbone_lr}
     assert groups[0]["name"] == "head"  # the schedule's current_lr reads group 0: the trial's lr
     covered = [id(p) for g in groups for p in g["params"]]
     assert sorted(covered) == sorted(id(p) for p in model.parameters())  # every parameter, exactly once

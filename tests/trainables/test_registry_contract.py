@@ -43,7 +43,8 @@ def _loss_inputs(name: str, n: int = 4) -> tuple[str, dict, torch.Tensor, torch.
     """(task, create_loss kwargs, prediction, truth) for the loss's task."""
     g = torch.Generator().manual_seed(0)
     if LOSSES.tags(name)["task"] == "classification":
-        return "classification", {"class_counts": np.array([5, 1, 2])}, torch.randn(n, 3, generator=g), torch.tensor([0, 1, 2, 1])
+        logits, labels = torch.randn(n, 3, generator=g), torch.tensor([0, 1, 2, 1])
+        return "classification", {"class_counts": np.array([5, 1, 2])}, logits, labels
     truth = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
     return "regression", {"direction": "unit_vector"}, torch.randn(n, 3, generator=g), truth
 
