@@ -116,6 +116,14 @@ def _check_length(path, name: str, ds, n: int, rank: int, what: str) -> None:
                        f"expected one per event; fix: rewrite '{name}' with {n} entries")
 
 
+def _check_weights(f, path, name: str, n: int) -> None:
+    _check_length(path, name, f[name], n, 1, "(N,)")
+    w = f[name][:].astype(np.float64)
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise BadInput(f"{path}: dataset '{name}' has negative or NaN/inf weights; expected finite weights >= 0; "
+                       "fix: recompute them, or delete the dataset to weigh every event 1")
+
+
 def _labels(f, path, cfg: DataConfig, n: int) -> tuple[np.ndarray, list[str]]:
     ds = _dataset(f, path, cfg.labels, "integer labels (N,) for classification",
                   "set data.labels to the labels dataset's name, or use task: regression")
@@ -225,7 +233,7 @@ def open_events(cfg: DataConfig, task: str) -> EventFile:
         else:
             target_names, direction = _targets(f, path, cfg, n)
         if cfg.weights in f:
-            _check_length(path, cfg.weights, f[cfg.weights], n, 1, "(N,)")
+            _check_weights(f, path, cfg.weights, n)
         codes = _split_codes(f, path, cfg, n)
         keep = _selection(f, path, cfg, n, class_names)
         if not keep.any():

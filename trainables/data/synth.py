@@ -2,7 +2,7 @@
 
 Each event's deposits come from its own RNG (seeded by ``(seed, index)``), so the arrays do not depend on how the
 events are batched or on how many processes make them. Deposits are binned onto the x-z and y-z views with one
-``np.bincount`` per batch, then the detector is applied: diffusion blur, electronic noise, dead wires, a threshold.
+``np.bincount`` per few events, then the detector is applied: diffusion blur, electronic noise, dead wires, a threshold.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from trainables.data.schema import hash_split
 from trainables.errors import BadInput
 
 CLASS_NAMES = {"nc": "NC", "nue": "nueCC", "numu": "numuCC", "nutau": "nutauCC"}
-BATCH = 128  # events per worker task and per write: ~16 MiB of float32 views at 128x128
+BATCH = 128  # events per worker task and per write
+SUB_BATCH = 16  # events binned and blurred together: 2 MiB of float32 views at 128x128 stay in cache
 PARALLEL_MIN_EVENTS = 1500  # below this, starting processes costs more than it saves
 DIFFUSION_CM = 0.9  # transverse spread of the drifting charge
 NOISE_MIPS = 0.1  # electronic noise RMS, in units of a MIP crossing one pixel
@@ -57,17 +58,22 @@ def blur_weights(sigma: float) -> tuple[float, float]:
 
 
 def blur(views: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable 3-tap diffusion blur of the last two axes, in place-ish (no BLAS threads, zero outside)."""
+    """3x3 gaussian diffusion of (B, V, H, W) views, splatting only the lit pixels (~1 %): ~10x cheaper than a
+    dense separable blur. Charge that would land outside the image is lost, as at a real detector edge."""
     centre, side = blur_weights(sigma)
-    for axis in (-1, -2):
-        out = views * centre
-        lo = [slice(None)] * views.ndim
-        hi = [slice(None)] * views.ndim
-        lo[axis], hi[axis] = slice(1, None), slice(None, -1)
-        out[tuple(lo)] += side * views[tuple(hi)]
-        out[tuple(hi)] += side * views[tuple(lo)]
-        views = out
-    return views
+    n, v, h, w = views.shape
+    flat = views.reshape(-1)
+    lit = np.flatnonzero(flat)
+    q = flat[lit]
+    row, col = (lit // w) % h, lit % w
+    targets, weights = [], []
+    for dr, wr in ((-1, side), (0, centre), (1, side)):
+        for dc, wc in ((-1, side), (0, centre), (1, side)):
+            ok = (row + dr >= 0) & (row + dr < h) & (col + dc >= 0) & (col + dc < w)
+            targets.append(lit[ok] + dr * w + dc)
+            weights.append(q[ok] * (wr * wc))
+    out = np.bincount(np.concatenate(targets), np.concatenate(weights), minlength=flat.size)
+    return out.astype(np.float32).reshape(views.shape)
 
 
 def dead_wires(size: int, seed: int) -> np.ndarray:
@@ -83,47 +89,58 @@ def dead_wires(size: int, seed: int) -> np.ndarray:
 def make_batch(start: int, stop: int, size: int, seed: int, flavours: list[str]) -> dict[str, np.ndarray]:
     """Events ``start..stop-1``: images (B, 2, size, size) float16 and the truth arrays."""
     n = stop - start
-    step, pix = track_step(size), pixel_cm(size)
-    flat_idx, flat_q = [], []
+    step = track_step(size)
+    images = np.empty((n, 2, size, size), np.float16)
     truth = {k: [] for k in ("labels", "energy", "lepton_energy", "lepton_dir", "vertex",
                              "n_protons", "n_pions", "n_pi0")}
-    for b in range(n):
-        rng = np.random.default_rng([seed, start + b])
-        label = int(rng.integers(len(flavours)))
-        points, charge, t = phys.interaction(rng, flavours[label], step)
+    for sub in range(0, n, SUB_BATCH):
+        deposits, rngs = [], []
+        for i in range(start + sub, min(start + sub + SUB_BATCH, stop)):
+            rng = np.random.default_rng([seed, i])  # one stream per event: batching and processes do not matter
+            label = int(rng.integers(len(flavours)))
+            points, charge, t = phys.interaction(rng, flavours[label], step)
+            deposits.append((points, charge))
+            rngs.append(rng)
+            truth["labels"].append(label)
+            for k, v in t.items():
+                truth[k].append(v)
+        images[sub:sub + len(rngs)] = detector_response(bin_views(deposits, size), size, seed, rngs)
+    return {"images": images, **{k: np.asarray(v) for k, v in truth.items()}}
+
+
+def bin_views(deposits, size: int) -> np.ndarray:
+    """(B, 2, size, size) float32 charge: view 0 = x-z, view 1 = y-z; rows = drift (x or y), columns = wire (z)."""
+    pix = pixel_cm(size)
+    flat_idx, flat_q = [], []
+    for b, (points, charge) in enumerate(deposits):
         cells = np.floor(points / pix).astype(np.int64)
         inside = np.all((cells >= 0) & (cells < size), axis=1)
         cells, charge = cells[inside], charge[inside]
         base = b * 2 * size * size
-        # view 0 = x-z, view 1 = y-z; rows = drift coordinate (x or y), columns = wire coordinate (z)
         flat_idx += [base + cells[:, 0] * size + cells[:, 2], base + size * size + cells[:, 1] * size + cells[:, 2]]
         flat_q += [charge, charge]
-        truth["labels"].append(label)
-        for k, v in t.items():
-            truth[k].append(v)
-    views = np.bincount(np.concatenate(flat_idx), np.concatenate(flat_q), minlength=n * 2 * size * size)
-    views = views.astype(np.float32).reshape(n, 2, size, size)
-    return {"images": detector_response(views, size, seed, start), **{k: np.asarray(v) for k, v in truth.items()}}
+    views = np.bincount(np.concatenate(flat_idx), np.concatenate(flat_q), minlength=len(deposits) * 2 * size * size)
+    return views.astype(np.float32).reshape(len(deposits), 2, size, size)
 
 
-def detector_response(views: np.ndarray, size: int, seed: int, start: int) -> np.ndarray:
+def detector_response(views: np.ndarray, size: int, seed: int, rngs) -> np.ndarray:
     """Diffusion, noise, dead wires and zero suppression. Noise is drawn only where it can survive the threshold:
     on pixels with charge, plus the pure-noise hits of the gaussian tail (same statistics, ~20x cheaper)."""
     mip = phys.MIP_DEDX * pixel_cm(size)
     sigma, threshold = NOISE_MIPS * mip, THRESHOLD_MIPS * mip
     views = blur(views, max(DIFFUSION_CM / pixel_cm(size), 0.3))
-    rng = np.random.default_rng([seed, start, 104729])  # batch-level noise: same batch bounds -> same noise
-    flat = views.reshape(-1)
-    lit = np.flatnonzero(flat)
-    flat[lit] += rng.standard_normal(lit.size, dtype=np.float32) * sigma
     tail = THRESHOLD_MIPS / NOISE_MIPS  # in sigmas
-    n_hits = rng.poisson(0.5 * math.erfc(tail / math.sqrt(2)) * flat.size)
-    hits = rng.integers(0, flat.size, n_hits)
-    # the gaussian tail beyond a is close to a + Exp(1/a)
-    flat[hits] += (tail + rng.exponential(1.0 / tail, n_hits)).astype(np.float32) * sigma
+    p_hit = 0.5 * math.erfc(tail / math.sqrt(2))
+    for event, rng in zip(views, rngs):
+        flat = event.reshape(-1)
+        lit = np.flatnonzero(flat)
+        flat[lit] += rng.standard_normal(lit.size, dtype=np.float32) * sigma
+        hits = rng.integers(0, flat.size, rng.poisson(p_hit * flat.size))
+        # the gaussian tail beyond a is close to a + Exp(1/a)
+        flat[hits] += (tail + rng.exponential(1.0 / tail, hits.size)).astype(np.float32) * sigma
     views[:, dead_wires(size, seed)] = 0.0
     views[views < threshold] = 0.0
-    return views.astype(np.float16)
+    return views
 
 
 def _batch_task(args):
