@@ -143,3 +143,5 @@ def test_synth_bad_arguments(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "s.h5"), "--events", "0"]) == 2
     assert "--events 0" in one_error_line(capsys)
     assert list(tmp_path.iterdir()) == []
+    assert main(["data", "synth", "--out", str(tmp_path), "--events", "5"]) == 2
+    assert "is a folder" in one_error_line(capsys)

@@ -11,9 +11,16 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temp path next to ``path``; rename it onto ``path`` only if the block succeeds (also on Ctrl-C)."""
+    from trainables.errors import BadInput
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise BadInput(f"{path}: is a folder; expected a file name to write; fix: e.g. {path / 'events.h5'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot write here ({exc.strerror}); fix: choose a writable folder") from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -44,6 +44,7 @@ class H5Events(Dataset):
         self._y, self._w = self._read_small()
         self._file = self._images = self._raw_chunks = None
         self._pid = None
+        self._cache = None
         self._cache = self._read_all_images() if cfg.cache else None
 
     def __len__(self) -> int:
@@ -62,8 +63,11 @@ class H5Events(Dataset):
         return y, w
 
     def _read_all_images(self) -> np.ndarray:
-        with open_h5(self.cfg.path) as f:
-            return f[self.cfg.images][:][self.indices] if len(self.indices) else np.zeros((0, *self.events.image_shape))
+        """This split's images, as stored (float16 stays float16: half the RAM), read event by event."""
+        images = self._read(np.arange(len(self.indices)))
+        self._file.close()  # workers get the cache, not a handle
+        self._file = self._images = self._pid = None
+        return images
 
     def open(self) -> None:
         """Open the file in this process (a DataLoader worker, or the main process on first use)."""

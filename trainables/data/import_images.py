@@ -95,11 +95,9 @@ def import_images(root, out, seed: int = 0, val_fraction: float = 0.15, test_fra
         for start in range(0, n, IMPORT_BLOCK):
             block = events[start:start + IMPORT_BLOCK]
             arr = np.stack([np.stack([_load_png(files[v], shape) for v in views]) for _, _, files in block])
-            if arr.dtype != dtype:
-                images_as_float = np.issubdtype(dtype, np.floating)
-                if not images_as_float and arr.max(initial=0) > 255:
-                    raise BadInput(f"{root}: events from {block[0][0]} are 16-bit or colour but the first is 8-bit; "
-                                   "expected one PNG format; fix: export every view in one format")
+            if dtype == np.uint8 and arr.dtype != np.uint8 and arr.max(initial=0) > 255:
+                raise BadInput(f"{root}: events from {block[0][0]} are 16-bit but the first is 8-bit; "
+                               "expected one PNG format; fix: export every view in one format")
             images[start:start + len(block)] = arr.astype(dtype)
             bar.update(len(block))
         bar.close()

@@ -77,7 +77,8 @@ def targets_lines(cfg: DataConfig) -> list[str]:
     lines = [f"targets     '{cfg.targets}' {t.shape}" + (f"  direction={direction}" if direction is not None else "")]
     for i, name in enumerate(names):
         col = t[:, i]
-        lines.append(f"  {name:<10}mean {col.mean():+.3f}  std {col.std():.3f}  min {col.min():+.3f}  max {col.max():+.3f}")
+        lines.append(f"  {name:<10}mean {col.mean():+.3f}  std {col.std():.3f}  "
+                     f"min {col.min():+.3f}  max {col.max():+.3f}")
     if direction == "unit_vector":
         norm = np.linalg.norm(t, axis=1)
         lines.append(f"  |target|  min {norm.min():.4f}  max {norm.max():.4f}  (unit vectors: both ~1)")

@@ -137,7 +137,7 @@ def _labels(f, path, cfg: DataConfig, n: int) -> tuple[np.ndarray, list[str]]:
         names = [str(i) for i in range(int(labels.max()) + 1 if labels.size else 0)]
     if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
         raise BadInput(f"{path}: dataset '{cfg.labels}' has values in [{labels.min()}, {labels.max()}]; expected "
-                       f"0..{len(names) - 1} ({len(names)} class_names); fix: relabel, or fix the class_names attribute")
+                       f"0..{len(names) - 1} ({len(names)} class_names); fix: relabel, or the class_names attribute")
     return labels, names
 
 

@@ -169,7 +169,8 @@ def _create_datasets(f: h5py.File, events: int, size: int, flavours: list[str], 
     f.attrs["views"] = ["xz", "yz"]
     f.attrs["pixel_cm"] = pixel_cm(size)
     f.attrs["units"] = "MeV"
-    f.attrs["generator"] = f"scanner data synth --events {events} --size {size} --seed {seed} --classes {','.join(flavours)}"
+    f.attrs["generator"] = (f"scanner data synth --events {events} --size {size} --seed {seed} "
+                            f"--classes {','.join(flavours)}")
     # gzip-1, no shuffle: the smallest and, read as raw chunks + zlib (h5dataset.py), the fastest we measured;
     # lzf read ~1.5x slower through h5py and has no stdlib decoder
     f.create_dataset("images", (events, 2, size, size), np.float16, chunks=(1, 2, size, size),
