@@ -111,5 +111,6 @@ def summary_lines(ranking: Ranking) -> list[str]:
     gain = gain_over_baseline(ranking)
     if gain is not None:
         rel = "" if gain.relative is None else f", {gain.relative_label} {100 * gain.relative:.1f} %"
-        lines.insert(1, f"Gain over the baseline ({gain.split}): Δ{short(gain.metric)} = {fmt_delta(gain.delta)}{rel}.")
+        delta = fmt_delta(gain.delta, gain.delta_err)
+        lines.insert(1, f"Gain over the baseline ({gain.split}): Δ{short(gain.metric)} = {delta}{rel}.")
     return lines

@@ -225,7 +225,8 @@ def energy_plot(binned: dict, names: list[str], energy_name: str) -> Figure:
     for ax, key, title in ((axes[0], "eff", "efficiency"), (axes[1], "pur", "purity")):
         for c, name in enumerate(names):
             dodge = (c - (len(names) - 1) / 2) * 0.15 * half  # side by side in a bin, not on top of each other
-            ax.errorbar(mid + dodge, binned[key][c], xerr=half / len(names), yerr=binned[key + "_err"][c], fmt="o", ms=3, label=name)
+            ax.errorbar(mid + dodge, binned[key][c], xerr=half / len(names), yerr=binned[key + "_err"][c],
+                        fmt="o", ms=3, label=name)
         ax.set_xlabel(f"true {energy_name} [GeV]")
         ax.set_title(f"{title} against true {energy_name}")
         ax.legend(fontsize=7)

@@ -153,16 +153,24 @@ def ranking_table(ranking: Ranking) -> pd.DataFrame:
 
 @dataclass
 class Gain:
-    """The best trial against the baseline, on the test split when both have it, else on validation."""
+    """The best trial against the baseline, on the test split when both have it, else on validation.
+
+    Errors of differences are the two 1-sigma errors in quadrature (None where either is not logged).
+    """
 
     split: str  # test | val
     metric: str
     best: float
     base: float
     delta: float
+    delta_err: float | None
     relative: float | None  # relative error-rate (or objective) reduction; None when undefined
     relative_label: str
-    per_name: list[tuple[str, float, float, float]]  # (metric, baseline, best, delta) of the physics figures
+    per_name: list[tuple]  # (metric, baseline, baseline_err, best, best_err, delta, delta_err) per physics figure
+
+
+def _quadrature(a: float | None, b: float | None) -> float | None:
+    return math.hypot(a, b) if a is not None and b is not None else None
 
 
 def gain_over_baseline(ranking: Ranking) -> Gain | None:
@@ -180,8 +188,10 @@ def gain_over_baseline(ranking: Ranking) -> Gain | None:
     for name in ranking.physics:
         vb, v0 = pick(best.trial, name), pick(base.trial, name)
         if vb is not None and v0 is not None:
-            per_name.append((name, v0, vb, vb - v0))
-    return Gain("test" if use_test else "val", sweep.objective, xb, x0, xb - x0, relative, label, per_name)
+            eb, e0 = pick(best.trial, name + "_err"), pick(base.trial, name + "_err")
+            per_name.append((name, v0, e0, vb, eb, vb - v0, _quadrature(e0, eb)))
+    err = _quadrature(pick(best.trial, sweep.objective + "_err"), pick(base.trial, sweep.objective + "_err"))
+    return Gain("test" if use_test else "val", sweep.objective, xb, x0, xb - x0, err, relative, label, per_name)
 
 
 def relative_gain(metric: str, mode: str, best: float, base: float) -> tuple[float | None, str]:

@@ -50,8 +50,9 @@ def fmt(x: float | None, err: float | None = None) -> str:
     return f"{x:.4g}"
 
 
-def fmt_delta(x: float | None) -> str:
-    return "n/a" if x is None else ("+" if x >= 0 else "−") + fmt(abs(x))
+def fmt_delta(x: float | None, err: float | None = None) -> str:
+    """A signed difference, ``+0.055 ± 0.014``."""
+    return "n/a" if x is None else ("+" if x >= 0 else "−") + fmt(abs(x), err)
 
 
 CSS = """
@@ -116,7 +117,8 @@ def write_html(doc: Document, path: Path) -> None:
     if doc.banner:
         parts.append(f'<div class="banner">{_inline_md(doc.banner)}</div>')
     parts.append('<ul class="summary">' + "".join(f"<li>{_inline_md(s)}</li>" for s in doc.summary) + "</ul>")
-    parts.append("<p>" + " · ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in doc.sections) + "</p>")
+    links = " · ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in doc.sections)
+    parts.append(f"<p>{links}</p>")
     for s in doc.sections:
         parts.append(f'<h2 id="{s.anchor}">{html.escape(s.title)}</h2>')
         for b in s.blocks:

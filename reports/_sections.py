@@ -62,10 +62,12 @@ def ranking_section(ranking: Ranking) -> Section:
     text = [
         f"Every trial ranked by **{sweep.objective}** ({sweep.mode}), scored {AT_TEXT[at]}. "
         "Physics figures are shown ± their 1σ error (`_err`: Wilson for fractions, bootstrap for resolutions).",
-        "**Tie rule**: a trial is marked '≈ tied' when |x − x_leader| ≤ sqrt(σ_leader² + σ_trial²), the combined 1σ "
-        "of both; these trials cannot be told apart from the leader on this validation set. Throughput "
-        "(events/s) is the last epoch's; 'n/a' GPU memory means no GPU was measured (CPU trial).",
+        "**Tie rule**: a trial is marked '≈ tied' when |x − x_leader| ≤ sqrt(σ_leader² + σ_trial²), "
+        "the combined 1σ of both; these trials cannot be told apart from the leader on this validation set. "
+        "Throughput (events/s) is the last epoch's; 'n/a' GPU memory means no GPU was measured (CPU trial).",
     ]
+    if not sweep.tracking_uri.startswith("http"):
+        text.append("The MLflow links open the run in `scanner ui` (http://127.0.0.1:5000) on this store.")
     figure = _ranking_figure(ranking)
     return Section("Ranking", text + [Table(headers, rows, classes, "ranking")] + ([figure] if figure else []),
                    "ranking")
@@ -111,9 +113,11 @@ def gain_section(ranking: Ranking) -> Section:
         return Section("Gain over the baseline", [f"Not available: {why}."], "gain")
     rel = "n/a" if gain.relative is None else f"{100 * gain.relative:.1f} %"
     text = [f"On the **{gain.split}** split: {short(gain.metric)} {fmt(gain.base)} (baseline) → {fmt(gain.best)} "
-            f"(leader, {ranking.leader.trial.run_name}), Δ = {fmt_delta(gain.delta)}; {gain.relative_label}: "
-            f"**{rel}**."]
-    rows = [[short(n), fmt(v0), fmt(vb), fmt_delta(d)] for n, v0, vb, d in gain.per_name]
+            f"(leader, {ranking.leader.trial.run_name}), Δ = {fmt_delta(gain.delta, gain.delta_err)}; "
+            f"{gain.relative_label}: **{rel}**. "
+            "Errors of Δ are the two 1σ errors in quadrature."]
+    rows = [[short(n), fmt(v0, e0), fmt(vb, eb), fmt_delta(d, de)]
+            for n, v0, e0, vb, eb, d, de in gain.per_name]
     if rows:
         text.append(Table(["figure", "baseline", "leader", "Δ"], rows, [], "gain"))
     return Section("Gain over the baseline", text, "gain")
@@ -139,7 +143,8 @@ def importance_section(ranking: Ranking) -> Section:
         return Section("Parameter importance", [f"Absent: {imp.why_absent}."], "importance")
     rows = [[p, f"{v:.3f}"] for p, v in imp.values.items()]
     blocks = ["Importance from an Optuna study rebuilt from the completed runs (distributions inferred from the "
-              "logged values: strings and ≤ 4 distinct numbers are categorical, ranges wider than 100× log-uniform).",
+              "logged values: strings and ≤ 4 distinct numbers are categorical, ranges wider than 100× "
+              "log-uniform).",
               Table(["parameter", "importance"], rows, [], "importance"),
               _plots.importance_plot(imp.values),
               _plots.objective_vs_params(imp.params, imp.objective, ranking.sweep.objective)]

@@ -75,7 +75,8 @@ def test_gain_over_the_baseline_uses_test_figures_when_both_have_them(sweep):
     assert gain.delta == pytest.approx(leader.test_acc - base.test_acc)
     err0, err1 = 1 - base.test_acc, 1 - leader.test_acc
     assert gain.relative == pytest.approx((err0 - err1) / err0)
-    effs = {n: d for n, _, _, d in gain.per_name}
+    assert gain.delta_err == pytest.approx(math.hypot(leader.err, base.err))
+    effs = {row[0]: row[5] for row in gain.per_name}
     assert effs["val/efficiency/nueCC"] == pytest.approx((leader.test_acc - 0.01) - (base.test_acc - 0.01))
 
 
