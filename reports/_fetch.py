@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from reports.errors import ReportInputError
 
 PROBE_TIMEOUT_S = 3.0  # a remote store that does not answer within this is reported as unreachable (spec: ~5 s)
+REPORT_NOTE_MARK = "**Report**:"  # the line of the parent's description that a new report replaces
 PAGE_SIZE = 1000  # MLflow's maximum page for search_runs; a 1,000-trial sweep is one page
 
 
@@ -80,11 +81,13 @@ class SweepRuns:
 
 
 def probe_store(tracking_uri: str) -> None:
-    """Fail fast, in one line, on a server that is down: MLflow itself would retry for minutes."""
+    """Fail fast, in one line, on a server that is down: MLflow itself would retry for minutes.
+
+    A socket probe rather than MLFLOW_HTTP_REQUEST_MAX_RETRIES=0: the report may run inside ``scanner run``, whose
+    own logging must keep MLflow's retries.
+    """
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # one answer, not a retry storm
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # a live server answers a search in well under 10 s
     url = urlparse(tracking_uri)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -267,8 +270,10 @@ def log_report_to_parent(sweep: SweepRuns, out_dir: Path) -> None:
         return
     client = client_for(sweep.tracking_uri)
     client.log_artifacts(sweep.parent_run_id, str(out_dir), "report")
-    note = (
-        f"**Report**: [{out_dir / 'index.html'}](file://{out_dir / 'index.html'}) "
+    line = (
+        f"{REPORT_NOTE_MARK} [{out_dir / 'index.html'}](file://{out_dir / 'index.html'}) "
         f"(also the `report/` artifacts of this run: index.html, report.md, ranking.csv)."
     )
-    client.set_tag(sweep.parent_run_id, "mlflow.note.content", note)
+    old = client.get_run(sweep.parent_run_id).data.tags.get("mlflow.note.content", "")
+    kept = [ln for ln in old.splitlines() if not ln.startswith(REPORT_NOTE_MARK)]  # the scanner's own text stays
+    client.set_tag(sweep.parent_run_id, "mlflow.note.content", "\n".join(kept + [line]).strip())

@@ -97,14 +97,17 @@ def write_confusion(path: Path) -> list[list[int]]:
     return counts
 
 
-def make_sweep(tmp_path: Path, name: str = SWEEP, specs=SPECS, also=True, parent_status="finished") -> dict:
-    """Write the sweep; returns {'uri', 'parent', 'runs': {run name: run id}}."""
+def make_sweep(tmp_path: Path, name: str = SWEEP, specs=SPECS, also=True, parent_status="finished",
+               uri: str | None = None) -> dict:
+    """Write the sweep (into ``uri``, else a new sqlite store); returns {'uri', 'parent', 'runs': {name: run id}}."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    local = uri is None
+    uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment(name, artifact_location=(tmp_path / "artifacts" / name).as_uri())
+    location = (tmp_path / "artifacts" / name).as_uri() if local else None  # a server proxies its own artifacts
+    exp = client.create_experiment(name, artifact_location=location)
     ptags = {"scan.role": "parent", "scan.name": name, "scan.objective": "val/accuracy",
              "scan.objective_mode": "max", "scan.task": "classification", "scan.status": parent_status,
              "scan.class_names": json.dumps(CLASSES),
