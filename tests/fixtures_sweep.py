@@ -13,14 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# tests/<pkg>/ folders have no __init__.py, and pytest puts tests/ on sys.path: without the repo first, `import
-# search_spaces` finds tests/search_spaces as a namespace package (the editable install's finder comes later).
-REPO = Path(__file__).resolve().parents[1]
-if sys.path[:1] != [str(REPO)]:
-    sys.path.insert(0, str(REPO))
-for _name in ("scanner", "search_spaces", "trainables", "reports"):
-    if _name in sys.modules and getattr(sys.modules[_name], "__file__", None) is None:
-        del sys.modules[_name]  # a namespace stand-in imported before this line
+REPO = Path(__file__).resolve().parents[1]  # the repo root; setup.cfg puts it on sys.path (pythonpath = .)
 
 TINY_SPACE = """\
 name: {name}
