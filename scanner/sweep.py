@@ -158,10 +158,19 @@ def dry_run(space_path: str, trials: int | None) -> str:
 def run_sweep(space_path: str, tracking_uri: str, address: str | None = None, trials: int | None = None,
               quiet: bool = False) -> int:
     sweep = prepare(space_path, tracking_uri, address, trials)
-    sweep.folder.mkdir(parents=True)
-    write_scan_files(sweep)
-    _forget_study(sweep.space.name)
-    return execute(sweep, restore=False, quiet=quiet)
+    started = ray_init(address) if address else False  # a cluster's resources are known only once connected
+    try:
+        if address:
+            check_cluster(sweep)  # before scans/<name>/ exists: bad input leaves nothing behind
+        sweep.folder.mkdir(parents=True)
+        write_scan_files(sweep)
+        _forget_study(sweep.space.name)
+        return execute(sweep, restore=False, quiet=quiet)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def _forget_study(name: str) -> None:
@@ -183,11 +192,17 @@ def ray_init(address: str | None) -> bool:
 
     if ray.is_initialized():  # a caller (a test session, a notebook) already chose the cluster
         return False
-    if address and address.startswith("ray://"):
-        ray.init(address=address)  # Ray Client takes no local-node options
-    else:
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+    try:
+        if address and address.startswith("ray://"):
+            ray.init(address=address)  # Ray Client takes no local-node options
+        else:
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+    except ConnectionError as exc:
+        if not address:
+            raise
+        raise BadInput(f"--address {address}: no Ray cluster answers there ({str(exc).splitlines()[0][:160]}); "
+                       f"start one with 'ray start --head' or drop --address for a private local Ray") from None
     return True
 
 
@@ -196,6 +211,25 @@ def cluster_resources() -> tuple[float, float]:
 
     res = ray.cluster_resources()
     return float(res.get("CPU", 0)), float(res.get("GPU", 0))
+
+
+def check_cluster(sweep: Sweep) -> None:
+    """Resources the joined cluster cannot give are bad input (a trial would stay PENDING forever)."""
+    from search_spaces import check_resources
+
+    check_resources(sweep.space, *largest_node(sweep.space.resources))
+
+
+def largest_node(res) -> tuple[float, float]:
+    """CPUs and GPUs of a live node that can hold one trial (else the biggest): a trial's bundle never spans nodes."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return cluster_resources()
+    fitting = [r for r in nodes if r.get("CPU", 0) >= res.cpu and r.get("GPU", 0) >= res.gpu]
+    node = fitting[0] if fitting else max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)))
+    return float(node.get("CPU", 0)), float(node.get("GPU", 0))
 
 
 def sweep_info(sweep: Sweep, experiment_id: str):
@@ -291,10 +325,8 @@ def execute(sweep: Sweep, restore: bool, quiet: bool = False) -> int:
     started = ray_init(sweep.address)
     writer = None
     try:
-        if sweep.address:
-            from search_spaces import check_resources
-
-            check_resources(sweep.space, *cluster_resources())
+        if sweep.address and restore:  # a new sweep checked before creating its folder (run_sweep)
+            check_cluster(sweep)
         experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.space.name)
         writer = MlflowWriter(sweep.tracking_uri, sweep.folder / JOURNAL)
         start_parent(writer, sweep, experiment_id)
