@@ -17,12 +17,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The demo starts clean each time (its own folder, store and scans), so a second `make demo` works too.
 demo: install
-	cd $(DEMO) 2>/dev/null || mkdir -p $(DEMO)
+	rm -rf $(DEMO)/scans $(DEMO)/mlflow.db $(DEMO)/report
+	mkdir -p $(DEMO)
 	cd $(DEMO) && ../$(SCANNER) data synth --out lartpc_demo.h5 --events 3000 --size 32 --seed 0
 	cd $(DEMO) && ../$(SCANNER) data inspect lartpc_demo.h5 --display lartpc_demo.png
-	cd $(DEMO) && rm -rf scans/demo && ../$(SCANNER) run ../search_spaces/demo.yaml
+	cd $(DEMO) && ../$(SCANNER) run ../search_spaces/demo.yaml
 	cd $(DEMO) && ../$(SCANNER) report demo --out report
+	@echo "demo done: open $(DEMO)/report/index.html  (MLflow UI: cd $(DEMO) && ../$(SCANNER) ui)"
 
 test: install
 	$(PY) -m pytest -q --durations=15

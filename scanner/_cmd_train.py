@@ -24,6 +24,7 @@ def register(sub, parent) -> None:
     )
     p.add_argument("space", help="search-space YAML (only `fixed` is required for a training config)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a trial key")
+    p.add_argument("--epochs", type=int, metavar="N", help="train N epochs instead of budget.max_epochs")
     p.set_defaults(handler=run_train)
 
 
@@ -69,7 +70,10 @@ def run_train(args) -> int:
     from search_spaces import load_space, parse_set, train_config
     from trainables.config import TrialSpec
     from trainables.data import data_hash, open_events
+    from trainables.errors import BadInput
 
+    if args.epochs is not None and args.epochs < 1:
+        raise BadInput(f"--epochs {args.epochs}: give a number of epochs >= 1")
     space = load_space(args.space, overrides=parse_set(args.set))
     events = open_events(space.data, space.task)  # schema errors before any run exists
     check_reachable(args.tracking_uri)
@@ -94,7 +98,8 @@ def run_train(args) -> int:
     for key, value in cfg.as_params().items():
         client.log_param(run_id, key, str(value))
     root = Path("scans").resolve() / "_train" / space.name / run_id  # scans/<name>/ belongs to sweeps
-    spec = TrialSpec(space.task, space.data, cfg, space.budget.max_epochs, space.objective.metric,
+    epochs = args.epochs or space.budget.max_epochs
+    spec = TrialSpec(space.task, space.data, cfg, epochs, space.objective.metric,
                      space.objective.mode, workdir=str(root.parent))
     root.mkdir(parents=True, exist_ok=True)
     return _train_and_close(client, run_id, spec, MlflowRunReporter(client, run_id, root))

@@ -61,6 +61,7 @@ def test_train_logs_the_contract_layout(tiny_h5, tmp_path, store, capsys):
     [
         (["--set", "lrr=3"], ["lrr", "lr"]),
         (["--set", "model=resnet999"], ["resnet999", "known"]),
+        (["--epochs", "0"], ["--epochs", ">= 1"]),
     ],
 )
 def test_bad_input_is_one_line_and_creates_nothing(tiny_h5, tmp_path, store, capsys, args, words):

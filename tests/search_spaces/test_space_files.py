@@ -33,7 +33,7 @@ def test_shipped_space_loads(name):
 
 def test_shipped_specifics():
     demo = load_space(SHIPPED_DIR / "demo.yaml", require_data=False)
-    assert demo.name == "demo" and demo.multi_objective and demo.budget.sampler == "nsga2"
+    assert demo.name == "demo" and demo.multi_objective and demo.budget.sampler == "tpe"
     assert [o.metric for o in demo.objectives] == ["val/accuracy", "perf/samples_per_s"]
     assert demo.data.path == str((SHIPPED_DIR.parent / "demo" / "lartpc_demo.h5").resolve())
     assert demo.fixed == {"batch_size": 64, "num_workers": 0}
