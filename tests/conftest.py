@@ -15,6 +15,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Model tests on 2 shared cores: one intra-op thread each is faster than two fighting threads."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 # Shared fixtures live in small modules next to this file (tests/ is on sys.path when pytest loads this conftest).
 from fixtures_data import *  # noqa: E402,F401,F403  tiny HDF5 event files
 from fixtures_sweep import *  # noqa: E402,F401,F403  MLflow server, local Ray, the shared tiny sweep

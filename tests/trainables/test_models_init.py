@@ -15,12 +15,7 @@ from trainables.errors import BadInput
 from trainables.models import create_model, load_init
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _project_checkpoint(folder: Path, model, ema_model=None) -> Path:

@@ -15,12 +15,7 @@ from trainables.schedules import create_optimizer
 TINY = sorted({MODELS.tags(n)["tiny"] for n in MODELS.names()})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

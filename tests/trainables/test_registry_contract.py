@@ -31,12 +31,7 @@ MODEL_CASES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _loss_inputs(name: str, n: int = 4) -> tuple[str, dict, torch.Tensor, torch.Tensor]:
