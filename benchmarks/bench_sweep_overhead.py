@@ -1,14 +1,24 @@
-"""P2: sweep wall time vs the same configs trained in a plain sequential loop in one process.
+"""P2: sweep wall time vs the same configs trained in a plain sequential loop in one process, with a breakdown.
 
-    .venv/bin/python benchmarks/bench_sweep_overhead.py [--trials 8] [--epochs 4] [--events 3000] [--size 32]
+    .venv/bin/python benchmarks/bench_sweep_overhead.py [--trials 7] [--epochs 3] [--events 6000] [--size 32]
+                                                         [--mode serial|parallel] [--no-reuse]
 
-Both sides train the same TrialConfigs (the sweep's baseline + Optuna's suggestions, replayed from the study) with
-concurrency 1 and FIFO, so the ratio is Ray/Tune/MLflow overhead only. Prints the ratio (target <= 1.10).
+Both sides train the same TrialConfigs (the sweep's baseline + Optuna's random suggestions, replayed from the study),
+FIFO, all epochs. The machine's cores are shared fairly:
+  serial    the sweep runs 1 trial at a time on all cores (resources.cpu = cores, torch threads = cores);
+            the plain loop uses torch threads = cores. The ratio is then Ray/Tune/MLflow overhead only.
+  parallel  the sweep runs `cores` trials at once, 1 thread each (the usual way to sweep on a CPU box);
+            the plain loop still uses all cores in one process. The ratio then also says whether
+            trial-level parallelism beats intra-op threads for this model.
+The breakdown times the sweep's phases (prepare, Ray start, Tune fit, finals, report) and, from Tune's result.json,
+the time inside each trial, so what Ray costs between trials (actor start, torch import, scheduling) shows apart.
+Prints the ratio (target <= 1.10) and the load average, since other jobs on the machine skew one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -16,7 +26,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 SPACE = """\
 name: bench
@@ -24,57 +33,167 @@ task: classification
 data: {{path: bench.h5}}
 objective: {{metric: val/accuracy, mode: max}}
 budget: {{trials: {trials}, max_epochs: {epochs}, scheduler: fifo, sampler: random, seed: 0, final_top: 0}}
-resources: {{cpu: 2, gpu: 0, concurrent: 1}}
+resources: {{cpu: {cpu}, gpu: 0, concurrent: {concurrent}}}
 fixed: {{batch_size: 64, num_workers: 0, model: small_cnn}}
 baseline: {{lr: 1.0e-3}}
 space:
   lr: {{float: [3.0e-4, 3.0e-3], log: true}}
 """
 
+PHASES = {}  # phase -> seconds, filled by the wrappers below
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=7)  # + the baseline = 8 trials
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--events", type=int, default=3000)
-    ap.add_argument("--size", type=int, default=32)
-    args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+
+def timed(module, name: str, phase: str) -> None:
+    """Wrap ``module.name`` so its wall time adds to PHASES[phase] (the sweep looks these up at call time)."""
+    inner = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            PHASES[phase] = PHASES.get(phase, 0.0) + time.perf_counter() - t0
+
+    setattr(module, name, wrapper)
+
+
+def instrument(reuse: bool) -> None:
+    from ray import tune
+
+    import scanner.finals
+    import scanner.sweep
+
+    timed(scanner.sweep, "prepare", "prepare (load, open data, checks)")
+    timed(scanner.sweep, "ray_init", "Ray start")
+    timed(scanner.finals, "run_finals", "finals (baseline on test)")
+    timed(scanner.sweep, "build_report_into_parent", "report")
+    new_tuner = scanner.sweep.new_tuner
+
+    def tuner_with_timed_fit(*args, **kwargs):
+        tuner = new_tuner(*args, **kwargs)
+        fit = tuner.fit
+
+        def timed_fit():
+            t0 = time.perf_counter()
+            try:
+                return fit()
+            finally:
+                PHASES["Tune fit (all trials)"] = time.perf_counter() - t0
+
+        tuner.fit = timed_fit
+        return tuner
+
+    scanner.sweep.new_tuner = tuner_with_timed_fit
+    if not reuse:  # the comparison point: a fresh actor (process + torch import) per trial
+        config = tune.TuneConfig
+
+        def no_reuse(**kwargs):
+            return config(**{**kwargs, "reuse_actors": False})
+
+        tune.TuneConfig = no_reuse
+
+
+def trial_times(folder: Path) -> list[dict]:
+    """Per trial, from Tune's result.json: time inside the trial, and the training part of it (perf/epoch_s)."""
+    out = []
+    for path in sorted(folder.glob("scans/bench/ray/tune/*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            out.append({"inside_s": rows[-1]["time_total_s"], "train_s": sum(r["perf/epoch_s"] for r in rows),
+                        "first_iter_s": rows[0]["time_this_iter_s"], "epochs": len(rows)})
+    return out
+
+
+def run_plain(work: Path, threads: int) -> tuple[float, list[dict]]:
+    import optuna
     import torch
 
-    from scanner.sweep import run_sweep
-    from search_spaces import load_space
     from scanner._tune_adapter import resolve_config
+    from search_spaces import load_space
     from trainables.config import TrialSpec
-    from trainables.data import write_synthetic
     from trainables.loop import train_trial
     from trainables.reporting import MemoryReporter
-
-    work = Path(tempfile.mkdtemp(prefix="bench_p2_"))
-    os.chdir(work)
-    write_synthetic(work / "bench.h5", events=args.events, size=args.size, seed=0, progress=False)
-    (work / "bench.yaml").write_text(SPACE.format(trials=args.trials, epochs=args.epochs))
-
-    t0 = time.perf_counter()
-    run_sweep(str(work / "bench.yaml"), f"sqlite:///{work / 'mlflow.db'}", quiet=True)
-    sweep_s = time.perf_counter() - t0
-
-    import optuna
 
     space = load_space(work / "bench.yaml")
     study = optuna.load_study(study_name="bench", storage=f"sqlite:///{work / 'scans' / 'optuna.db'}")
     configs = [{"_scan_baseline": True}] + [t.params for t in study.trials]
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
+    per_trial = []
     t0 = time.perf_counter()
     for config in configs:
         cfg = resolve_config(space, config)
         spec = TrialSpec(space.task, space.data, cfg, space.budget.max_epochs, space.objective.metric,
                          space.objective.mode, workdir=str(work))
-        train_trial(spec, MemoryReporter())
-    plain_s = time.perf_counter() - t0
-    print(f"P2 {len(configs)} trials x {args.epochs} epochs: sweep {sweep_s:.1f} s, plain loop {plain_s:.1f} s, "
-          f"ratio {sweep_s / plain_s:.3f} (target <= 1.10); per trial {plain_s / len(configs):.1f} s of training")
+        reporter, t1 = MemoryReporter(), time.perf_counter()
+        train_trial(spec, reporter)
+        per_trial.append({"inside_s": time.perf_counter() - t1,
+                          "train_s": sum(m["perf/epoch_s"] for _, m in reporter.history)})
+    return time.perf_counter() - t0, per_trial
+
+
+def run_sweep_timed(work: Path) -> float:
+    from scanner.sweep import run_sweep
+
+    t0 = time.perf_counter()
+    code = run_sweep(str(work / "bench.yaml"), f"sqlite:///{work / 'mlflow.db'}", quiet=True)
+    if code != 0:
+        raise SystemExit(f"the sweep exited {code}")
+    return time.perf_counter() - t0
+
+
+def report(args, cores: int, sweep_s: float, plain_s: float, sweep_trials, plain_trials, loads) -> None:
+    n = len(plain_trials)
+    inside = sum(t["inside_s"] for t in sweep_trials)
+    fit = PHASES.get("Tune fit (all trials)", 0.0)
+    print(f"P2 mode={args.mode} reuse_actors={not args.no_reuse}: {n} trials x {args.epochs} epochs, "
+          f"{args.events} events {args.size}x{args.size}, {cores} cores; load avg {loads}")
+    print(f"  plain loop  {plain_s:7.1f} s  ({plain_s / n:.1f} s per trial, of which training "
+          f"{sum(t['train_s'] for t in plain_trials) / n:.1f} s)")
+    print(f"  sweep       {sweep_s:7.1f} s  ratio {sweep_s / plain_s:.3f} (target <= 1.10)")
+    for phase, secs in PHASES.items():
+        print(f"    {phase:32s} {secs:7.1f} s")
+    other = sweep_s - sum(PHASES.values())
+    print(f"    {'other (MLflow parent, flush, scan files)':32s} {other:7.1f} s")
+    print(f"  inside trials (sum)   {inside:7.1f} s  training {sum(t['train_s'] for t in sweep_trials):.1f} s; "
+          f"first epoch incl. build {sum(t['first_iter_s'] for t in sweep_trials) / max(1, len(sweep_trials)):.1f} s/trial")
+    if args.mode == "serial":
+        print(f"  between trials (fit - inside): {fit - inside:.1f} s = {(fit - inside) / n:.2f} s per trial "
+              f"(actor start, scheduling, checkpoint bookkeeping)")
+    core_phases = fit + PHASES.get("Ray start", 0.0)
+    print(f"  ratio without finals + report: {(sweep_s - PHASES.get('finals (baseline on test)', 0) - PHASES.get('report', 0)) / plain_s:.3f}; "
+          f"Tune fit alone: {fit / plain_s:.3f}; Ray start + fit: {core_phases / plain_s:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=7)  # + the baseline = 8 trials
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--events", type=int, default=6000)  # about 20 s of training per trial on 2 cores at 32x32
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--mode", choices=("serial", "parallel"), default="serial")
+    ap.add_argument("--no-reuse", action="store_true", help="a new actor per trial (reuse_actors=False)")
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import psutil
+
+    from trainables.data import write_synthetic
+
+    cores = psutil.cpu_count() or 1
+    cpu, concurrent = (cores, 1) if args.mode == "serial" else (1, cores)
+    work = Path(tempfile.mkdtemp(prefix="bench_p2_"))
+    os.chdir(work)
+    write_synthetic(work / "bench.h5", events=args.events, size=args.size, seed=0, progress=False)
+    (work / "bench.yaml").write_text(SPACE.format(trials=args.trials, epochs=args.epochs, cpu=cpu,
+                                                  concurrent=concurrent))
+    instrument(reuse=not args.no_reuse)
+    loads = [round(os.getloadavg()[0], 2)]
+    sweep_s = run_sweep_timed(work)
+    loads.append(round(os.getloadavg()[0], 2))
+    plain_s, plain_trials = run_plain(work, threads=cores)
+    loads.append(round(os.getloadavg()[0], 2))
+    report(args, cores, sweep_s, plain_s, trial_times(work), plain_trials, loads)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,7 @@ def new_tuner(sweep: Sweep, callback, ctx):
             scheduler=make_scheduler(space),
             num_samples=space.budget.trials + 1,  # + the baseline
             max_concurrent_trials=res.concurrent,
+            reuse_actors=True,  # a trial process (torch imported, data file open) serves the next trial: P2
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
