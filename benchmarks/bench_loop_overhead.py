@@ -56,6 +56,7 @@ def trainable_loop(data: DataConfig, cfg: TrialConfig, epochs: int, workdir: Pat
     from scanner._cmd_train import MlflowRunReporter
     from trainables.loop import train_trial
 
+    workdir.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("p1")).info.run_id
     spec = TrialSpec("classification", data, cfg, epochs, workdir=str(workdir))
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--model", default="small_cnn")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,13 +82,14 @@ def main() -> None:
         data = DataConfig(path=str(h5))
         cfg = TrialConfig.from_dict({"model": args.model, "num_workers": 0, "lr_schedule": "constant"})
         bare_loop(data, cfg, 1)  # warm-up: page cache, allocator, kernels
-        bare = bare_loop(data, cfg, args.epochs)
-        ours = trainable_loop(data, cfg, args.epochs, tmp)
-        bare_again = bare_loop(data, cfg, args.epochs)  # bracket: the machine's load drifts
-    reference = (bare + bare_again) / 2
-    print(f"P1 bare loop       {bare:8.1f} / {bare_again:8.1f} samples/s (before / after)")
-    print(f"P1 trainable loop  {ours:8.1f} samples/s (telemetry, metrics, checkpoints, MLflow sqlite)")
-    print(f"P1 ratio trainable/bare = {ours / reference:.3f}  (target >= 0.97)")
+        bare, ours = [], []
+        for round_ in range(args.rounds):  # alternate, best of each: the shared machine's load drifts
+            bare.append(bare_loop(data, cfg, args.epochs))
+            ours.append(trainable_loop(data, cfg, args.epochs, tmp / f"r{round_}"))
+    print(f"P1 bare loop       {' / '.join(f'{b:.1f}' for b in bare)} samples/s; load {os.getloadavg()[0]:.1f}")
+    print(f"P1 trainable loop  {' / '.join(f'{o:.1f}' for o in ours)} samples/s (telemetry, metrics, checkpoints, "
+          "MLflow sqlite)")
+    print(f"P1 ratio trainable/bare (best of each) = {max(ours) / max(bare):.3f}  (target >= 0.97)")
 
 
 if __name__ == "__main__":
