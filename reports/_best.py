@@ -11,8 +11,8 @@ import numpy as np
 
 from reports import _detail, _plots
 from reports._fetch import fetch_artifact, fetch_histories, read_confusion
-from reports._rank import Ranking, err_of
-from reports._render import Section
+from reports._rank import Ranking, err_of, short_id
+from reports._render import Section, fmt_param
 
 TOP_CURVES = 5  # learning curves of the top 5 against the baseline: more lines stop being readable
 TELEMETRY = ("perf/samples_per_s", "perf/data_wait_frac", "sys/rss_gb", "sys/cpu_pct")
@@ -33,8 +33,10 @@ def best_trial_section(ranking: Ranking) -> Section:
     if leader is None:
         return Section("Best trial in detail", ["No trial has an objective value yet."], "best")
     t = leader.trial
-    blocks = [f"**{t.run_name}** (run `{t.run_id}`), params: "
-              + ", ".join(f"{k}={v}" for k, v in sorted(t.params.items()))]
+    shown = ", ".join(f"{k}={fmt_param(v)}" for k, v in sorted(t.params.items()) if k not in t.inactive)
+    blocks = [f"**{t.run_name}** (run `{t.run_id}`), params: {shown}"
+              + (f" (inactive under their `when`, so not shown: {', '.join(sorted(t.inactive))})" if t.inactive
+                 else "")]
     with tempfile.TemporaryDirectory(prefix="scanner-report-") as tmp:
         if ranking.sweep.task == "classification":
             blocks += _classification_blocks(ranking, Path(tmp))
@@ -115,7 +117,7 @@ def _curve_trials(ranking: Ranking) -> list:
 
 
 def _label(r) -> str:
-    return r.trial.run_name + (" (baseline)" if r.trial.baseline and "baseline" not in r.trial.run_name else "")
+    return short_id(r.trial)  # the full names are in the ranking table; in a legend they cover the curves
 
 
 def curves_and_telemetry_sections(ranking: Ranking) -> list[Section]:
@@ -133,9 +135,10 @@ def curves_and_telemetry_sections(ranking: Ranking) -> list[Section]:
     curves = _plots.curves_plot(
         "curves", "Learning curves: top trials and the baseline (dashed)",
         [("train/loss", series("train/loss")), ("val/loss", series("val/loss")), (objective, series(objective)),
-         ("train/lr", series("train/lr"))], "Per epoch, from the MLflow metric history.")
+         ("train/lr", series("train/lr"))], "Per epoch, from the MLflow metric history; trial ids as in the ranking table. A learning rate of 0 (the "
+        "end of a cosine schedule) cannot sit on the log axis and is not drawn.")
     telemetry = _plots.curves_plot("telemetry", "Telemetry: throughput, data wait, memory, CPU",
-                                   [(k, series(k)) for k in TELEMETRY], "Per epoch; events/s is training throughput.")
+                                   [(k, series(k)) for k in TELEMETRY], "Per epoch; events/s is training throughput; trial ids as in the ranking table.")
     gpu = _plots.curves_plot("telemetry_gpu", "GPU telemetry", [(k, series(k)) for k in GPU_TELEMETRY],
                              "From torch.cuda memory stats and NVML.")
     sections = [Section("Learning curves", [curves] if curves else ["No metric history."], "curves")]

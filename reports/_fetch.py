@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from reports._space import SpaceInfo, fetch_space_info
 from reports.errors import ReportInputError
 
 PROBE_TIMEOUT_S = 3.0  # a remote store that does not answer within this is reported as unreachable (spec: ~5 s)
@@ -38,6 +39,11 @@ class Trial:
     metrics: dict[str, float]
     tags: dict[str, str]
     varied: list[str] = field(default_factory=list)
+    inactive: set[str] = field(default_factory=set)  # conditional params whose `when` is false in this trial
+
+    def param(self, name: str) -> str | None:
+        """The logged value of a param; None when absent or inactive (its logged value is only the default)."""
+        return None if name in self.inactive else self.params.get(name)
 
     def value(self, name: str, at: str = "best") -> float | None:
         """``name`` (e.g. ``val/accuracy``) at the best epoch (``best/`` copy, else the last value) or the last."""
@@ -69,6 +75,7 @@ class SweepRuns:
     target_names: list[str]
     trials: list[Trial]
     notes: list[str] = field(default_factory=list)  # things the reader should know (fallbacks taken)
+    space: SpaceInfo | None = None  # from the parent's space.yaml; None when the run has none
 
     @property
     def running(self) -> bool:
@@ -121,6 +128,10 @@ def load_sweep(sweep_name: str, tracking_uri: str) -> SweepRuns:
     children = [r for r in children if r is not parent]
     trials = [_trial_from_run(r) for r in children]
     sweep = _sweep_settings(sweep_name, tracking_uri, experiment.experiment_id, parent, trials)
+    sweep.space = fetch_space_info(client, sweep.parent_run_id)
+    if sweep.space is not None:
+        for t in trials:
+            t.inactive = sweep.space.inactive(t.params)
     return sweep
 
 

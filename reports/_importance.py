@@ -7,7 +7,7 @@ numbers are categorical; numbers spanning more than 100x are log-uniform floats.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reports._rank import Ranking
 
@@ -19,8 +19,10 @@ LOG_SPAN = 100.0  # a positive range wider than this is sampled log-uniform (lea
 class Importance:
     values: dict[str, float]  # param -> importance, largest first; empty when absent
     why_absent: str  # empty when values were computed
-    params: dict[str, list]  # param -> values per completed trial (for the scatter plots)
+    params: dict[str, list]  # param -> value per completed trial, None where inactive (for the scatter plots)
     objective: list[float]
+    conditional: list[str] = field(default_factory=list)  # inactive in some trials: left out of the importance
+    log: set[str] = field(default_factory=set)  # sampled log-uniform (from space.yaml): log axis in the plots
 
 
 def infer_distribution(values: list[str]):
@@ -45,22 +47,28 @@ def _as_floats(values: list[str]) -> list[float] | None:
 
 
 def param_importance(ranking: Ranking) -> Importance:
+    """Importance over the params active in every completed trial; a conditional param (inactive somewhere) has
+    no value in those trials, so it is shown in its scatter plot (active trials only) but not ranked here."""
     sweep = ranking.sweep
+    log = sweep.space.log if sweep.space is not None else set()
     done = [r for r in ranking.ranked if r.trial.status in ("completed", "stopped_early")]
-    names = [p for p in ranking.varied if all(p in r.trial.params for r in done)]
-    params = {p: [r.trial.params[p] for r in done] for p in names}
+    names = [p for p in ranking.varied if any(r.trial.param(p) is not None for r in done)]
+    params = {p: [r.trial.param(p) for r in done] for p in names}
     objective = [r.objective for r in done]
-    names = [p for p in names if len(set(params[p])) > 1]
+    conditional = [p for p in names if any(p in r.trial.inactive for r in done)]
+    names = [p for p in names if p not in conditional and len(set(params[p])) > 1 and None not in params[p]]
     if len(done) < 2:
         return Importance({}, f"needs at least 2 completed trials with an objective value; this sweep has {len(done)}",
-                          params, objective)
+                          params, objective, conditional, log)
     if not names:
-        return Importance({}, "no parameter took more than one value across the completed trials", params, objective)
+        return Importance({}, "no parameter took more than one value across the completed trials", params, objective,
+                          conditional, log)
     try:
         values = _optuna_importance(names, params, objective, sweep.mode)
     except Exception as exc:  # few or degenerate trials: say why instead of failing the report
-        return Importance({}, f"Optuna could not evaluate importance ({type(exc).__name__}: {exc})", params, objective)
-    return Importance(values, "", params, objective)
+        return Importance({}, f"Optuna could not evaluate importance ({type(exc).__name__}: {exc})", params, objective,
+                          conditional, log)
+    return Importance(values, "", params, objective, conditional, log)
 
 
 def _optuna_importance(names, params, objective, mode) -> dict[str, float]:

@@ -6,7 +6,7 @@ Every function takes plain data and returns a ``Figure`` or None when there is n
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,9 @@ _UNITS = {
     "cpu_pct": "%",
     "gpu_util_pct": "%",
     "gpu_power_w": "W",
+    "data_wait_frac": "fraction of step time",
+    "gpu_fragmentation": "fraction",
+    "gpu_cache_slack": "fraction",
 }
 
 
@@ -35,6 +38,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
+    meta: dict = field(default_factory=dict)  # layout facts the tests check (e.g. the plot area's share)
 
 
 def label(metric: str) -> str:
@@ -63,25 +67,34 @@ def _png(fig) -> bytes:
 
 
 def ranking_plot(names, values, errs, baseline_flags, objective, tie_band) -> Figure | None:
-    """The objective with its 1-sigma error for every ranked trial; the band is the leader's tie window."""
+    """The objective with its 1-sigma error for every ranked trial; the band is the leader's tie window.
+
+    ``names`` are short trial ids (``t03``): the full run names live in the table, and would squeeze the plot."""
     if not names:
         return None
     plt = _pyplot()
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(SIZE[0], max(SIZE[1], 0.28 * min(n, 60) + 1.2)))
-    shown = slice(0, 60)  # a long sweep: the top 60 tell the story; the table has the rest
-    y = np.arange(len(names[shown]))
+    n = min(len(names), 60)  # a long sweep: the top 60 tell the story; the table has the rest
+    fig, ax = plt.subplots(figsize=(SIZE[0], max(3.0, 0.26 * n + 1.2)))
+    shown = slice(0, n)
+    y = np.arange(n)
     colors = [BASELINE_COLOR if b else "C0" for b in baseline_flags[shown]]
     ax.errorbar(values[shown], y, xerr=[e or 0 for e in errs[shown]], fmt="none", ecolor="0.5", capsize=2)
     ax.scatter(values[shown], y, c=colors, zorder=3)
     if tie_band is not None:
-        ax.axvspan(*tie_band, color="C2", alpha=0.15, label="leader ± 1σ")
-        ax.legend(loc="best", fontsize=8)
-    ax.set_yticks(y, names[shown], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(label(objective))
+        ax.axvspan(*tie_band, color="C2", alpha=0.15, label="leader ± 1σ (tie window)")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, names[shown], fontsize=8)
+    ax.set_ylim(n - 0.5, -0.5)  # best on top
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(label(objective) + " ± 1σ")
+    ax.set_ylabel("trial (rank order)")
     ax.set_title("Trials ranked by the objective (baseline in grey)")
-    return Figure("ranking", "Ranking", f"{objective} ± 1σ per trial, best first.", _png(fig))
+    fig.tight_layout()
+    drawn = ax.get_tightbbox(fig.canvas.get_renderer())  # the axes with its tick labels, in pixels
+    meta = {"plot_width_frac": float(ax.get_position().width), "yticklabels": list(names[shown]),
+            "labels_inside": bool(drawn.x0 >= 0 and drawn.x1 <= fig.bbox.width)}
+    return Figure("ranking", "Ranking", f"{objective} ± 1σ per trial, best first; trial ids as in the table.",
+                  _png(fig), meta)
 
 
 def pareto_plot(front, x_index: int = 1) -> Figure | None:
@@ -116,39 +129,53 @@ def importance_plot(importances: dict[str, float]) -> Figure | None:
     return Figure("importance", "Parameter importance", "From a study rebuilt from the MLflow runs.", _png(fig))
 
 
-def objective_vs_params(params: dict[str, list], objective: list[float], metric: str) -> Figure | None:
-    names = [p for p in params if len(set(params[p])) > 1]
+def objective_vs_params(params: dict[str, list], objective: list[float], metric: str, log=()) -> Figure | None:
+    """One panel per varied param; a None value (the param was inactive in that trial) is not drawn."""
+    active = {p: [(v, o) for v, o in zip(vals, objective) if v is not None] for p, vals in params.items()}
+    names = [p for p in params if len({v for v, _ in active[p]}) > 1]
     if not names or not objective:
         return None
     plt = _pyplot()
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.3 * rows), squeeze=False)
     for ax, p in zip(axes.flat, names):
-        _scatter_param(ax, params[p], objective)
-        ax.set_xlabel(p)
+        values, obj = zip(*active[p])
+        _scatter_param(ax, list(values), list(obj), p in log)
+        inactive = len(params[p]) - len(values)
+        ax.set_xlabel(p + (f"  ({len(values)} trials where active)" if inactive else ""), fontsize=9)
         ax.set_ylabel(label(metric), fontsize=8)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     return Figure("objective_vs_params", "Objective against each varied parameter",
-                  "One point per completed trial.", _png(fig))
+                  "One point per completed trial (conditional parameters: the trials where they were active).",
+                  _png(fig))
 
 
-def _scatter_param(ax, values: list[str], objective: list[float]) -> None:
+def _tick(value: str) -> str:
+    """Category tick labels: numbers to 3 significant digits (a float choice logs as 0.5947642527697621)."""
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return value
+
+
+def _scatter_param(ax, values: list[str], objective: list[float], log: bool = False) -> None:
     try:
         x = np.array([float(v) for v in values])
     except ValueError:
         x = None
     if x is not None and len(set(x)) > 4:
         ax.scatter(x, objective, s=14)
-        if x.min() > 0 and x.max() / x.min() > 100:
+        if x.min() > 0 and (log or x.max() / x.min() > 100):  # log-sampled in the space, or spanning decades
             ax.set_xscale("log")
         return
-    cats = sorted(set(values))
+    cats = sorted(set(values), key=lambda v: (x is None, float(v) if x is not None else 0.0, v))
     pos = [cats.index(v) for v in values]
     jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(pos))
     ax.scatter(np.array(pos) + jitter, objective, s=14)
-    ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=7)
+    ax.set_xticks(range(len(cats)), [_tick(c) for c in cats], rotation=30, fontsize=7)
+    ax.set_xlim(-0.5, len(cats) - 0.5)
 
 
 def confusion_plot(counts: np.ndarray, names: list[str]) -> Figure:
@@ -188,6 +215,8 @@ def score_distributions(pred) -> Figure:
     nc = len(pred.names)
     cols = min(nc, 3)
     rows = -(-nc // cols)
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.3 * rows), squeeze=False)
     bins = np.linspace(0, 1, 41)
     for k, ax in enumerate(axes.flat):
@@ -197,9 +226,10 @@ def score_distributions(pred) -> Figure:
         for c, name in enumerate(pred.names):
             ax.hist(pred.scores[pred.label == c, k], bins=bins, histtype="step", density=True, label=f"true {name}")
         ax.set_xlabel(f"score({pred.names[k]})")
-        ax.set_ylabel("events (normalised)")
+        ax.set_ylabel("events / (N · Δscore)", fontsize=8)  # density: each true class integrates to 1
         ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        ax.yaxis.set_minor_formatter(NullFormatter())  # "6×10⁰" minor labels crowd a sub-decade axis
+    _legend_outside(axes[0, -1], [axes[0, 0]])
     return Figure("scores", "Score distributions per true class", "From predictions.h5.", _png(fig))
 
 
@@ -229,8 +259,9 @@ def energy_plot(binned: dict, names: list[str], energy_name: str) -> Figure:
                         fmt="o", ms=3, label=name)
         ax.set_xlabel(f"true {energy_name} [GeV]")
         ax.set_title(f"{title} against true {energy_name}")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("fraction")
+        ax.grid(alpha=0.3)
+    _legend_outside(axes[1], [axes[0]])
+    axes[0].set_ylabel("fraction (±1σ)")
     return Figure(f"vs_{energy_name}", f"Efficiency and purity against {energy_name}", "Quantile bins.", _png(fig))
 
 
@@ -265,6 +296,17 @@ def resolution_plot(binned: dict, what: str, energy_name: str) -> Figure:
     return Figure("resolution_vs_energy", "Resolution against energy", "Quantile bins.", _png(fig))
 
 
+def _legend_outside(ax, axes: list) -> None:
+    """One legend for all panels, right of ``ax`` (outside the data): in a panel it hides the curves."""
+    seen: dict = {}
+    for a in axes:
+        for h, lab in zip(*a.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    if seen:
+        ax.legend(list(seen.values()), list(seen), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0)
+
+
 def curves_plot(key: str, title: str, panels: list[tuple[str, dict]], caption: str) -> Figure | None:
     """``panels``: (metric, {trial label: [(step, value), ...]}) drawn as a grid of up to 4 panels."""
     panels = [(m, series) for m, series in panels if series]
@@ -277,17 +319,21 @@ def curves_plot(key: str, title: str, panels: list[tuple[str, dict]], caption: s
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.6 * rows), squeeze=False)
     for ax, (metric, series) in zip(axes.flat, panels):
+        log = metric.endswith("lr")  # learning rates span decades
         for i, (name, points) in enumerate(series.items()):
+            points = [(st, v) for st, v in points if v > 0] if log else points  # 0 has no place on a log axis
+            if not points:
+                continue
             steps, vals = zip(*points)
             style = {"color": BASELINE_COLOR, "ls": "--"} if "baseline" in name else {"color": f"C{i % 10}"}
             ax.plot(steps, vals, marker=".", label=name, **style)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(label(metric), fontsize=8)
-        if metric.endswith("lr"):
+        if log:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=6)
+    _legend_outside(axes[0, -1], list(axes.flat))
     fig.suptitle(title)
     return Figure(key, title, caption, _png(fig))

@@ -54,6 +54,18 @@ class Ranking:
         return self.ranked[:n]
 
 
+SHORT_ID_CHARS = 10  # a run name's first word up to this long is its id (t07, t0123); longer ones are cut
+
+
+def short_id(trial: Trial) -> str:
+    """``t07`` for ``t07 resnet34 focal lr=3e-3``, ``t00 (baseline)`` for the baseline: the plots' trial labels."""
+    words = trial.run_name.split()
+    first = words[0] if words else trial.run_id[:8]
+    if len(first) > SHORT_ID_CHARS:
+        first = first[: SHORT_ID_CHARS - 1] + "…"
+    return first + (" (baseline)" if trial.baseline else "")
+
+
 def err_of(trial: Trial, name: str, at: str) -> float | None:
     return trial.value(name + "_err", at)
 
@@ -101,6 +113,10 @@ def rank(sweep: SweepRuns, at: str = "best") -> Ranking:
     return ranking
 
 
+def _or_blank(value: str | None) -> str:
+    return "" if value is None else value
+
+
 def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
@@ -128,7 +144,7 @@ def ranking_table(ranking: Ranking) -> pd.DataFrame:
             "baseline": t.baseline,
             "tied_with_leader": r.tied or r.leader,
         }
-        rec.update({f"param:{p}": t.params.get(p, "") for p in ranking.varied})
+        rec.update({f"param:{p}": _or_blank(t.param(p)) for p in ranking.varied})  # blank: inactive or absent
         rec[sweep.objective] = r.objective
         rec[sweep.objective + "_err"] = r.objective_err
         for name in ranking.physics:

@@ -50,6 +50,19 @@ def fmt(x: float | None, err: float | None = None) -> str:
     return f"{x:.4g}"
 
 
+def fmt_param(value: str | None) -> str:
+    """A logged param for a table cell: floats to 3 significant digits (the CSV keeps them whole); blank if None."""
+    if value is None:
+        return ""
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    if not math.isfinite(x) or x.is_integer() or value.strip().lower() in ("true", "false"):
+        return value
+    return f"{x:.3g}"
+
+
 def fmt_delta(x: float | None, err: float | None = None) -> str:
     """A signed difference, ``+0.055 ± 0.014``."""
     return "n/a" if x is None else ("+" if x >= 0 else "−") + fmt(abs(x), err)
@@ -61,7 +74,7 @@ color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;font-size:.82em;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
-th{background:#f2f2f2;position:sticky;top:0}td:nth-child(2){text-align:left}
+th{background:#f2f2f2;position:sticky;top:0}td.text{text-align:left;white-space:normal;max-width:28em}
 tr.leader td{background:#e3f4e3;font-weight:600}tr.tied td{background:#f1faf1}tr.baseline td{background:#eef}
 tr.failed td{color:#a33}.banner{background:#fff4d6;border:1px solid #e0b84c;padding:.6em 1em;margin:1em 0}
 .summary li{margin:.2em 0}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
@@ -92,10 +105,16 @@ def _html_table(t: Table) -> str:
     body = []
     for i, row in enumerate(t.rows):
         cls = t.row_classes[i] if i < len(t.row_classes) else ""
-        cells = "".join(f"<td>{_cell_html(c)}</td>" for c in row)
+        cells = "".join(f"<td{_align(c)}>{_cell_html(c)}</td>" for c in row)
         body.append(f'<tr class="{cls}">{cells}</tr>')
     tid = f' id="{t.table_id}"' if t.table_id else ""
     return f'<div class="scroll"><table{tid}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _align(c: str) -> str:
+    """Numbers right-aligned (digits line up), words left-aligned (names read from their start)."""
+    numeric = c[:1].isdigit() or c[:1] in "+−-.–" or c in ("n/a", "")
+    return "" if numeric else ' class="text"'
 
 
 def _cell_html(c: str) -> str:

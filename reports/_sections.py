@@ -4,13 +4,15 @@ parameter importance. Each returns a ``Section`` of text, tables and figures.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from reports import _plots
 from reports._importance import param_importance
 from reports._pareto import pareto_front
-from reports._rank import Ranking, err_of, gain_over_baseline, val_test_comparison
-from reports._render import Section, Table, fmt, fmt_delta
+from reports._rank import Ranking, err_of, gain_over_baseline, short_id, val_test_comparison
+from reports._render import Section, Table, fmt, fmt_delta, fmt_param
 
 AT_TEXT = {"best": "at each trial's best epoch (`best/` metrics)", "last": "at each trial's last epoch"}
 
@@ -49,7 +51,7 @@ def ranking_section(ranking: Ranking) -> Section:
         t = r.trial
         tie = "leader" if r.leader else ("≈ tied" if r.tied else "")
         row = [str(r.rank or "–"), t.run_name + (" [baseline]" if t.baseline else "")]
-        row += [t.params.get(p, "") for p in ranking.varied]
+        row += [fmt_param(t.param(p)) for p in ranking.varied]
         row += [fmt(r.objective, r.objective_err), tie]
         row += [fmt(t.value(n, at), err_of(t, n, at)) for n in ranking.physics]
         row += [fmt(t.value(a["metric"], at)) for a in sweep.also]
@@ -80,7 +82,7 @@ def _ranking_figure(ranking: Ranking):
     if leader is not None and leader.objective_err:
         band = (leader.objective - leader.objective_err, leader.objective + leader.objective_err)
     return _plots.ranking_plot(
-        [r.trial.run_name for r in ranked], np.array([r.objective for r in ranked]),
+        [short_id(r.trial) for r in ranked], np.array([r.objective for r in ranked]),
         [r.objective_err for r in ranked], [r.trial.baseline for r in ranked], ranking.sweep.objective, band)
 
 
@@ -93,15 +95,20 @@ def val_test_section(ranking: Ranking) -> Section:
     headers = ["trial", "figure", "validation", "test", "test − val"]
     rows, classes = [], []
     for c in comparisons:
+        first = True
         for name, v, ve, t, te in c.figures:
             if t is None:  # only the figures evaluated on the test split
                 continue
-            diff = fmt_delta(t - v) if (t is not None and v is not None) else "n/a"
-            rows.append([c.row.trial.run_name, short(name), fmt(v, ve), fmt(t, te), diff])
+            # Validation and test are disjoint event sets: independent errors, combined in quadrature.
+            diff = fmt_delta(t - v, math.hypot(ve, te) if ve and te else None) if v is not None else "n/a"
+            name_cell = c.row.trial.run_name + (" [baseline]" if c.row.trial.baseline else "") if first else ""
+            rows.append([name_cell, short(name), fmt(v, ve), fmt(t, te), diff])
             classes.append(row_class(c.row))
+            first = False
     return Section("Validation against test", [
         "The test split was never used to choose anything: these are the unbiased figures of the baseline and of "
-        "the top trials. A large test − val gap on the leader means its rank owes something to luck.",
+        "the top trials. A large test − val gap on the leader means its rank owes something to luck. "
+        "Errors of test − val are the two 1σ errors in quadrature (disjoint event sets).",
         Table(headers, rows, classes, "val-test")], "test")
 
 
@@ -139,13 +146,20 @@ def pareto_section(ranking: Ranking) -> Section | None:
 
 def importance_section(ranking: Ranking) -> Section:
     imp = param_importance(ranking)
+    scatter = _plots.objective_vs_params(imp.params, imp.objective, ranking.sweep.objective, imp.log)
+    blocks: list = []
     if imp.why_absent:
-        return Section("Parameter importance", [f"Absent: {imp.why_absent}."], "importance")
-    rows = [[p, f"{v:.3f}"] for p, v in imp.values.items()]
-    blocks = ["Importance from an Optuna study rebuilt from the completed runs (distributions inferred from the "
-              "logged values: strings and ≤ 4 distinct numbers are categorical, ranges wider than 100× "
-              "log-uniform).",
-              Table(["parameter", "importance"], rows, [], "importance"),
-              _plots.importance_plot(imp.values),
-              _plots.objective_vs_params(imp.params, imp.objective, ranking.sweep.objective)]
+        blocks.append(f"Importance absent: {imp.why_absent}.")
+    else:
+        rows = [[p, f"{v:.3f}"] for p, v in imp.values.items()]
+        blocks += ["Importance from an Optuna study rebuilt from the completed runs (distributions inferred from the "
+                   "logged values: strings and ≤ 4 distinct numbers are categorical, ranges wider than 100× "
+                   "log-uniform).",
+                   Table(["parameter", "importance"], rows, [], "importance"),
+                   _plots.importance_plot(imp.values)]
+    if imp.conditional:
+        blocks.append("Conditional parameters (inactive in some trials under their `when`, so without a value "
+                      f"there): {', '.join(imp.conditional)}. They are left out of the importance; their plots "
+                      "below show only the trials where they were active.")
+    blocks.append(scatter)
     return Section("Parameter importance", [b for b in blocks if b is not None], "importance")

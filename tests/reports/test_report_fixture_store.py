@@ -98,8 +98,10 @@ def write_confusion(path: Path) -> list[list[int]]:
 
 
 def make_sweep(tmp_path: Path, name: str = SWEEP, specs=SPECS, also=True, parent_status="finished",
-               uri: str | None = None) -> dict:
-    """Write the sweep (into ``uri``, else a new sqlite store); returns {'uri', 'parent', 'runs': {name: run id}}."""
+               uri: str | None = None, space_yaml: str | None = None, varied=("model", "loss", "lr")) -> dict:
+    """Write the sweep (into ``uri``, else a new sqlite store); returns {'uri', 'parent', 'runs': {name: run id}}.
+
+    ``space_yaml``: logged as the parent's ``space.yaml`` artifact, as the scanner does."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -113,12 +115,15 @@ def make_sweep(tmp_path: Path, name: str = SWEEP, specs=SPECS, also=True, parent
              "scan.class_names": json.dumps(CLASSES),
              "scan.also": json.dumps([{"metric": "perf/samples_per_s", "mode": "max"}] if also else [])}
     parent = client.create_run(exp, run_name=name, tags=ptags)
+    if space_yaml is not None:
+        (tmp_path / "space.yaml").write_text(space_yaml)
+        client.log_artifact(parent.info.run_id, str(tmp_path / "space.yaml"))
     runs = {}
     now = int(time.time() * 1000)
     for i, s in enumerate(specs):
         tags = {"mlflow.parentRunId": parent.info.run_id, "scan.name": name, "scan.trial_id": f"trial_{i:05d}",
                 "scan.baseline": str(s.baseline).lower(), "scan.status": s.status,
-                "scan.varied": json.dumps(["model", "loss", "lr"]), "scan.class_names": json.dumps(CLASSES)}
+                "scan.varied": json.dumps(list(varied)), "scan.class_names": json.dumps(CLASSES)}
         if s.failure:
             tags["scan.failure"] = s.failure
         run = client.create_run(exp, run_name=s.name, tags=tags)
