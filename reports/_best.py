@@ -57,12 +57,7 @@ def _classification_blocks(ranking: Ranking, tmp: Path) -> list:
     else:
         blocks.append("No confusion.json artifact on this run.")
     if names:
-        eff = [t.value(f"val/efficiency/{c}", at) for c in names]
-        pur = [t.value(f"val/purity/{c}", at) for c in names]
-        if all(v is not None for v in eff + pur):
-            blocks.append(_plots.per_class_plot(
-                names, eff, [err_of(t, f"val/efficiency/{c}", at) or 0 for c in names],
-                pur, [err_of(t, f"val/purity/{c}", at) or 0 for c in names]))
+        blocks += _per_class_blocks(t, names, at)
     path, split = _artifact(ranking, t.run_id, "predictions.h5", tmp)
     if path is None:
         return blocks + ["No predictions.h5 artifact: score, cut and energy figures are absent."]
@@ -80,6 +75,22 @@ def _classification_blocks(ranking: Ranking, tmp: Path) -> list:
     if not any("energy" in k.lower() for k in pred.truth):
         blocks.append("predictions.h5 has no true energy: the figures against energy are absent.")
     return blocks
+
+
+def _per_class_blocks(t, names: list[str], at: str) -> list:
+    """Per-class efficiency and purity on the test split when the trial was a final (as the confusion matrix),
+    else on validation."""
+    keys = [f"val/{kind}/{c}" for kind in ("efficiency", "purity") for c in names]
+    if all(t.test_value(k) is not None for k in keys):
+        get, split = (lambda k: t.test_value(k)), "test"
+    else:
+        get, split = (lambda k: t.value(k, at)), "validation"
+    values = [get(k) for k in keys]
+    if any(v is None for v in values):
+        return []
+    errs = [get(k + "_err") or 0 for k in keys]
+    n = len(names)
+    return [_plots.per_class_plot(names, values[:n], errs[:n], values[n:], errs[n:], split)]
 
 
 def _regression_blocks(ranking: Ranking, tmp: Path) -> list:

@@ -196,7 +196,7 @@ def confusion_plot(counts: np.ndarray, names: list[str]) -> Figure:
     return Figure("confusion", "Confusion matrix", "Rows are the true class (confusion.json).", _png(fig))
 
 
-def per_class_plot(names, eff, eff_err, pur, pur_err) -> Figure:
+def per_class_plot(names, eff, eff_err, pur, pur_err, split: str = "validation") -> Figure:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=SIZE)
     x = np.arange(len(names))
@@ -206,8 +206,9 @@ def per_class_plot(names, eff, eff_err, pur, pur_err) -> Figure:
     ax.set_ylabel("fraction")
     ax.set_xlabel("class")
     ax.legend()
-    ax.set_title("Efficiency and purity per class (±1σ Wilson)")
-    return Figure("per_class", "Efficiency and purity per class", "From the MLflow metrics.", _png(fig))
+    ax.set_title(f"Efficiency and purity per class, {split} split (±1σ Wilson)")
+    return Figure("per_class", "Efficiency and purity per class", f"From the MLflow metrics ({split} split).",
+                  _png(fig))
 
 
 def score_distributions(pred) -> Figure:
@@ -215,7 +216,7 @@ def score_distributions(pred) -> Figure:
     nc = len(pred.names)
     cols = min(nc, 3)
     rows = -(-nc // cols)
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import LogFormatter
 
     fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.3 * rows), squeeze=False)
     bins = np.linspace(0, 1, 41)
@@ -228,7 +229,9 @@ def score_distributions(pred) -> Figure:
         ax.set_xlabel(f"score({pred.names[k]})")
         ax.set_ylabel("events / (N · Δscore)", fontsize=8)  # density: each true class integrates to 1
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(NullFormatter())  # "6×10⁰" minor labels crowd a sub-decade axis
+        # Plain numbers (0.3, 6) on a sub-decade axis, not "6×10⁰".
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     _legend_outside(axes[0, -1], [axes[0, 0]])
     return Figure("scores", "Score distributions per true class", "From predictions.h5.", _png(fig))
 

@@ -120,3 +120,19 @@ def test_ranking_plot_uses_short_ids_and_keeps_the_plot_area_wide(with_space):
     assert fig.meta["plot_width_frac"] > 0.6  # full run names (~100 chars) left it < 0.25 of the width
     assert fig.meta["labels_inside"]  # ... or, when even that failed, pushed the labels off the figure
     assert ranking.table["trial"].str.contains("lr_schedule=constant").all()  # the table keeps the full names
+
+
+def test_val_test_rows_name_each_trial_once_and_differences_carry_errors(tmp_path):
+    from test_report_fixture_store import SPECS as FIXED
+
+    from reports._sections import val_test_section
+
+    store = make_sweep(tmp_path)
+    table = next(b for b in val_test_section(rank(load_sweep("lartpc-test", store["uri"]))).blocks
+                 if not isinstance(b, str))
+    named = [row[0] for row in table.rows if row[0]]
+    finals = [s for s in FIXED if s.test_acc is not None]
+    assert len(named) == len(finals) == len(set(named))  # one name per trial, then blank continuation rows
+    acc_rows = [row for row in table.rows if row[1] == "accuracy"]
+    for row in acc_rows:  # both val and test accuracy have a logged error: the difference has one too
+        assert "±" in row[4], row
