@@ -138,7 +138,8 @@ def objective_vs_params(params: dict[str, list], objective: list[float], metric:
     plt = _pyplot()
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.3 * rows), squeeze=False)
+    # One objective axis for all panels: a panel of 2 active trials must not look like a big effect.
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.3 * rows), squeeze=False, sharey=True)
     for ax, p in zip(axes.flat, names):
         values, obj = zip(*active[p])
         _scatter_param(ax, list(values), list(obj), p in log)
