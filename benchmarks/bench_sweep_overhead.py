@@ -10,6 +10,7 @@ FIFO, all epochs. The machine's cores are shared fairly:
   parallel  the sweep runs `cores` trials at once, 1 thread each (the usual way to sweep on a CPU box);
             the plain loop still uses all cores in one process. The ratio then also says whether
             trial-level parallelism beats intra-op threads for this model.
+The plain loop runs in a fresh process (not in the driver that just ran Ray and MLflow).
 The breakdown times the sweep's phases (prepare, Ray start, Tune fit, finals, report) and, from Tune's result.json,
 the time inside each trial, so what Ray costs between trials (actor start, torch import, scheduling) shows apart.
 Prints the ratio (target <= 1.10) and the load average, since other jobs on the machine skew one run.
@@ -41,6 +42,7 @@ space:
 """
 
 PHASES = {}  # phase -> seconds, filled by the wrappers below
+ACTIVE: set[str] = set()  # phases being timed right now
 
 
 def timed(module, name: str, phase: str) -> None:
@@ -48,10 +50,14 @@ def timed(module, name: str, phase: str) -> None:
     inner = getattr(module, name)
 
     def wrapper(*args, **kwargs):
+        if phase in ACTIVE:  # close() calls flush(): count the outer call only
+            return inner(*args, **kwargs)
+        ACTIVE.add(phase)
         t0 = time.perf_counter()
         try:
             return inner(*args, **kwargs)
         finally:
+            ACTIVE.discard(phase)
             PHASES[phase] = PHASES.get(phase, 0.0) + time.perf_counter() - t0
 
     setattr(module, name, wrapper)
@@ -67,6 +73,16 @@ def instrument(reuse: bool) -> None:
     timed(scanner.sweep, "ray_init", "Ray start")
     timed(scanner.finals, "run_finals", "finals (baseline on test)")
     timed(scanner.sweep, "build_report_into_parent", "report")
+    import ray
+
+    import scanner.tracking
+
+    timed(scanner.sweep, "sweep_info", "sweep info (data hash)")
+    timed(scanner.tracking, "ensure_experiment", "MLflow experiment (store set-up)")
+    timed(scanner.sweep, "study_summary", "Optuna study summary")
+    timed(scanner.tracking.MlflowWriter, "flush", "MLflow writer flush/close")
+    timed(scanner.tracking.MlflowWriter, "close", "MLflow writer flush/close")
+    timed(ray, "shutdown", "Ray shutdown")
     new_tuner = scanner.sweep.new_tuner
 
     def tuner_with_timed_fit(*args, **kwargs):
@@ -131,6 +147,16 @@ def run_plain(work: Path, threads: int) -> tuple[float, list[dict]]:
     return time.perf_counter() - t0, per_trial
 
 
+def run_plain_fresh(work: Path, threads: int) -> tuple[float, list[dict]]:
+    """The plain loop in a fresh process, as a user would run it: not in the driver that just ran Ray and MLflow."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--plain-only", str(work), "--threads", str(threads)],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["plain_s"], result["trials"]
+
+
 def run_sweep_timed(work: Path) -> float:
     from scanner.sweep import run_sweep
 
@@ -172,7 +198,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--mode", choices=("serial", "parallel"), default="serial")
     ap.add_argument("--no-reuse", action="store_true", help="a new actor per trial (reuse_actors=False)")
+    ap.add_argument("--plain-only", help=argparse.SUPPRESS)  # internal: the plain loop of a finished sweep's folder
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plain_only:
+        os.chdir(args.plain_only)
+        plain_s, trials = run_plain(Path(args.plain_only), args.threads)
+        print(json.dumps({"plain_s": plain_s, "trials": trials}))
+        return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -191,7 +224,7 @@ def main() -> None:
     loads = [round(os.getloadavg()[0], 2)]
     sweep_s = run_sweep_timed(work)
     loads.append(round(os.getloadavg()[0], 2))
-    plain_s, plain_trials = run_plain(work, threads=cores)
+    plain_s, plain_trials = run_plain_fresh(work, threads=cores)
     loads.append(round(os.getloadavg()[0], 2))
     report(args, cores, sweep_s, plain_s, trial_times(work), plain_trials, loads)
 
