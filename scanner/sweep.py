@@ -190,6 +190,8 @@ def ray_init(address: str | None) -> bool:
     """A private local Ray unless --address; never attaches by accident. True when this call started it."""
     import ray
 
+    if address:
+        probe_address(address)
     if ray.is_initialized():  # a caller (a test session, a notebook) already chose the cluster
         return False
     try:
@@ -204,6 +206,22 @@ def ray_init(address: str | None) -> bool:
         raise BadInput(f"--address {address}: no Ray cluster answers there ({str(exc).splitlines()[0][:160]}); "
                        f"start one with 'ray start --head' or drop --address for a private local Ray") from None
     return True
+
+
+def probe_address(address: str, timeout_s: float = 5.0) -> None:
+    """host:port (or ray://host:port) that nobody listens on: one line now, not Ray's minutes of GCS retries."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in hostport:
+        return  # 'auto' finds the address itself, and fails fast when there is none
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--address {address}: no Ray cluster answers there ({type(exc).__name__}); start one with "
+                       f"'ray start --head' or drop --address for a private local Ray") from None
 
 
 def cluster_resources() -> tuple[float, float]:

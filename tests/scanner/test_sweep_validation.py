@@ -42,3 +42,12 @@ def test_resume_of_an_unknown_sweep_is_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["resume", "nothing-here"]) == 2
     assert "scanner" in capsys.readouterr().err
+
+
+def test_address_where_no_ray_answers_is_exit_2_fast(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    space = write_tiny_space(tmp_path, "nowhere")
+    code = cli.main(["run", str(space), "--address", f"127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no Ray cluster answers" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "scans").exists()
