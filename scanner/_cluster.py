@@ -1,0 +1,69 @@
+"""Joining Ray: a private local Ray, or an existing cluster checked before the sweep writes anything."""
+
+from __future__ import annotations
+
+from trainables.errors import BadInput
+
+
+def ray_init(address: str | None) -> bool:
+    """A private local Ray unless --address; never attaches by accident. True when this call started it."""
+    import ray
+
+    if address:
+        probe_address(address)
+    if ray.is_initialized():  # a caller (a test session, a notebook) already chose the cluster
+        return False
+    try:
+        if address and address.startswith("ray://"):
+            ray.init(address=address)  # Ray Client takes no local-node options
+        else:
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+    except ConnectionError as exc:
+        if not address:
+            raise
+        raise BadInput(f"--address {address}: no Ray cluster answers there ({str(exc).splitlines()[0][:160]}); "
+                       f"start one with 'ray start --head' or drop --address for a private local Ray") from None
+    return True
+
+
+def probe_address(address: str, timeout_s: float = 5.0) -> None:
+    """host:port (or ray://host:port) that nobody listens on: one line now, not Ray's minutes of GCS retries."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in hostport:
+        return  # 'auto' finds the address itself, and fails fast when there is none
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--address {address}: no Ray cluster answers there ({type(exc).__name__}); start one with "
+                       f"'ray start --head' or drop --address for a private local Ray") from None
+
+
+def cluster_resources() -> tuple[float, float]:
+    import ray
+
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 0)), float(res.get("GPU", 0))
+
+
+def check_cluster(sweep) -> None:
+    """Resources the joined cluster cannot give are bad input (a trial would stay PENDING forever)."""
+    from search_spaces import check_resources
+
+    check_resources(sweep.space, *largest_node(sweep.space.resources))
+
+
+def largest_node(res) -> tuple[float, float]:
+    """CPUs and GPUs of a live node that can hold one trial (else the biggest): a trial's bundle never spans nodes."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return cluster_resources()
+    fitting = [r for r in nodes if r.get("CPU", 0) >= res.cpu and r.get("GPU", 0) >= res.gpu]
+    node = fitting[0] if fitting else max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)))
+    return float(node.get("CPU", 0)), float(node.get("GPU", 0))
