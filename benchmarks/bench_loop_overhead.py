@@ -83,6 +83,7 @@ def main() -> None:
         data = DataConfig(path=str(h5))
         cfg = TrialConfig.from_dict({"model": args.model, "num_workers": 0, "lr_schedule": "constant"})
         bare_loop(data, cfg, 1)  # warm-up: page cache, allocator, kernels
+        trainable_loop(data, cfg, 1, tmp / "warm")  # and the loop's one-off imports (torch._dynamo via EMA/AMP)
         bare, ours = [], []
         for round_ in range(args.rounds):  # alternate and pair the rounds: the shared machine's speed drifts
             bare.append(bare_loop(data, cfg, args.epochs))
