@@ -41,12 +41,12 @@ class MlflowRunReporter:
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path, is_best: bool) -> None:
         from mlflow.entities import Metric
 
-        from scanner.tracking import log_checkpoint_artifacts
+        from scanner.tracking import MAX_BATCH_METRICS, log_checkpoint_artifacts
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
-        for start in range(0, len(batch), 900):  # MLflow caps a batch at 1000 metrics
-            self.client.log_batch(self.run_id, metrics=batch[start : start + 900])
+        for start in range(0, len(batch), MAX_BATCH_METRICS):
+            self.client.log_batch(self.run_id, metrics=batch[start : start + MAX_BATCH_METRICS])
         _replace_tree(checkpoint_dir, self.root / "latest")
         if is_best:
             _replace_tree(checkpoint_dir, self.best_dir)

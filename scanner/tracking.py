@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from trainables.checkpoint import CONFUSION_FILE, PREDICTIONS_FILE
 from trainables.errors import BadInput
 
 PARENT_KEY = "parent"  # the journal's key for the sweep's parent run; trials use Tune's trial id
@@ -141,7 +142,8 @@ def trial_tags(
 
 def checkpoint_artifact_files(checkpoint_dir: Path) -> list[Path]:
     """The evaluation artifacts of a checkpoint folder (never state.pt: weights stay in Tune's storage)."""
-    return [p for p in (Path(checkpoint_dir) / n for n in ("confusion.json", "predictions.h5")) if p.exists()]
+    names = (CONFUSION_FILE, PREDICTIONS_FILE)
+    return [p for p in (Path(checkpoint_dir) / n for n in names) if p.exists()]
 
 
 def log_checkpoint_artifacts(client, run_id: str, checkpoint_dir: Path, artifact_path: str = "val") -> list[str]:

@@ -21,6 +21,7 @@ from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables.checkpoint import load_state, rng_state, save_state, seed_everything
 from trainables.config import DataConfig, TrialConfig, TrialSpec
 from trainables.errors import TrialDiverged
+from trainables.metrics import prefixed
 from trainables.reporting import Reporter, TrialOutcome
 
 NAN_CHECK_EVERY = 100  # steps between loss syncs: a NaN is caught early without a GPU sync every step
@@ -172,13 +173,13 @@ def _validate(p: _Parts, folder: Path) -> dict[str, float]:
     evaluated = p.ema.module if p.ema is not None else p.model
     outs = predict(evaluated, p.val_loader, p.loss_fn, p.spec.task, p.device, p.amp_dtype)
     physics, confusion = physics_metrics(outs, p.events, p.events.has_weights)
-    metrics = {"val/loss": outs.loss, **{f"val/{k}": v for k, v in physics.items()}}
+    metrics = {"val/loss": outs.loss, **prefixed(physics, "val")}
     write_artifacts(folder, outs, p.events, p.spec.data, confusion)
     if p.ema is not None:
         live = predict(p.model, p.val_loader, p.loss_fn, p.spec.task, p.device, p.amp_dtype)
         live_physics, _ = physics_metrics(live, p.events, p.events.has_weights)
         metrics["val_live/loss"] = live.loss
-        metrics.update({f"val_live/{k}": v for k, v in live_physics.items()})
+        metrics.update(prefixed(live_physics, "val_live"))
     return metrics
 
 
@@ -294,4 +295,4 @@ def evaluate_checkpoint(
     physics, confusion = physics_metrics(outs, events, events.has_weights)
     if out_dir is not None:
         write_artifacts(Path(out_dir), outs, events, data, confusion)
-    return {f"{split}/loss": outs.loss, **{f"{split}/{k}": v for k, v in physics.items()}}
+    return {f"{split}/loss": outs.loss, **prefixed(physics, split)}
