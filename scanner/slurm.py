@@ -36,6 +36,7 @@ def sbatch_script(space_path: Path, name: str, nodes: int, gpus_per_node: int, p
         "set -euo pipefail",
         f"cd {shlex.quote(str((workdir or Path.cwd()).resolve()))}  # scans/ and mlflow.db live here",
         'export RAY_USAGE_STATS_ENABLED=0',
+        'export RAY_worker_niceness=${RAY_worker_niceness:-0}  # trials at normal priority, not Ray\'s nice 15',
         "",
         'nodes=$(scontrol show hostnames "$SLURM_JOB_NODELIST")',
         "nodes_array=($nodes)",

@@ -33,6 +33,7 @@ def test_script_follows_rays_slurm_pattern(tmp_path, capsys):
     workers = [ln for ln in text.splitlines() if "ray start --address" in ln]
     assert len(workers) == 1 and "--num-gpus=2" in workers[0]
     assert text.index("ray start --head") < text.index("ray start --address") < text.index("scanner run")
+    assert text.index("export RAY_worker_niceness=") < text.index("ray start --head")  # trials not at nice 15
     run = [ln for ln in text.splitlines() if ln.startswith("scanner run")][0]
     assert str(tmp_path / "s.yaml") in run and '--address "$address"' in run and "http://mlflow.example:5000" in run
     assert subprocess.run(["bash", "-n", str(out)]).returncode == 0
