@@ -42,14 +42,16 @@ def resume_sweep(name: str, tracking_uri: str | None = None, quiet: bool = False
     return execute(sweep, restore=True, quiet=quiet)
 
 
-def end_interrupted(callback, writer) -> None:
-    """Ctrl-C: every run still running ends KILLED, the parent says interrupted; Tune's snapshot stays for resume."""
+def end_unfinished(callback, writer, interrupted: bool) -> None:
+    """Ctrl-C (KILLED, "interrupted") or a driver error (FAILED): no run is left RUNNING; Tune's snapshot stays
+    for ``scanner resume``."""
+    why, status = ("interrupted by the user", "KILLED") if interrupted else ("the sweep's driver failed", "FAILED")
     for state in callback.trials.values():
         if state.status == "running":
-            writer.set_tags(state.trial_id, {"scan.status": "failed", "scan.failure": "interrupted by the user"})
-            writer.end_run(state.trial_id, "KILLED")
-    writer.set_tags(PARENT_KEY, {"scan.status": "interrupted"})
-    writer.end_run(PARENT_KEY, "KILLED")
+            writer.set_tags(state.trial_id, {"scan.status": "failed", "scan.failure": why})
+            writer.end_run(state.trial_id, status)
+    writer.set_tags(PARENT_KEY, {"scan.status": "interrupted" if interrupted else "failed"})
+    writer.end_run(PARENT_KEY, status)
 
 
 def settle_from_grid(callback, grid) -> dict[str, TrialState]:

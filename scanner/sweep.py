@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scanner._cluster import check_cluster, cluster_resources, ray_init  # noqa: F401  re-exported
+from scanner._cluster import check_cluster, ray_init
 from trainables.errors import BadInput
 
 SCANS = "scans"  # DESIGN.md, "What a sweep writes"
@@ -119,11 +118,11 @@ def write_scan_files(sweep: Sweep) -> None:
         "optuna_storage": optuna_url(),
         "study_name": sweep.space.name,
     }
-    _atomic_write(sweep.folder / "space.yaml", yaml.safe_dump(raw, sort_keys=False))
-    _atomic_write(sweep.scan_json, json.dumps(info, indent=2))
+    atomic_write(sweep.folder / "space.yaml", yaml.safe_dump(raw, sort_keys=False))
+    atomic_write(sweep.scan_json, json.dumps(info, indent=2))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -165,13 +164,10 @@ def run_sweep(space_path: str, tracking_uri: str, address: str | None = None, tr
             check_cluster(sweep)  # before scans/<name>/ exists: bad input leaves nothing behind
         sweep.folder.mkdir(parents=True)
         write_scan_files(sweep)
-        _forget_study(sweep.space.name)
         return execute(sweep, restore=False, quiet=quiet)
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            _stop_ray()
 
 
 def _forget_study(name: str) -> None:
@@ -270,88 +266,113 @@ def restored_tuner(sweep: Sweep, callback, ctx):
 
 def execute(sweep: Sweep, restore: bool, quiet: bool = False) -> int:
     """Run (or finish) the sweep, then the finals and the report. Exit status 0, or 1 when trials failed."""
-    from mlflow.tracking import MlflowClient
-
-    from scanner._callbacks import SweepCallback
     from scanner._tune_adapter import SweepContext
-    from scanner.tracking import MlflowWriter, ensure_experiment
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune banner/tables: the callback prints progress
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches us: runs end KILLED, Tune's snapshot stays
-    started = ray_init(sweep.address)
-    writer = None
+    started, (writer, callback) = start_ray_and_tracking(sweep, restore, quiet)
+    stopping = None
     try:
-        if sweep.address and restore:  # a new sweep checked before creating its folder (run_sweep)
-            check_cluster(sweep)
-        experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.space.name)
-        writer = MlflowWriter(sweep.tracking_uri, sweep.folder / JOURNAL)
-        start_parent(writer, sweep, experiment_id)
-        callback = SweepCallback(sweep_info(sweep, experiment_id), writer, quiet=quiet)
         ctx = SweepContext(sweep.space, sweep.init_map, threads=max(1, int(sweep.space.resources.cpu)))
         tuner = (restored_tuner if restore else new_tuner)(sweep, callback, ctx)
         try:
             grid = tuner.fit()
-        except KeyboardInterrupt:
-            from scanner.resume import end_interrupted
+        except BaseException as exc:
+            from scanner.resume import end_unfinished
 
-            end_interrupted(callback, writer)
+            end_unfinished(callback, writer, interrupted=isinstance(exc, KeyboardInterrupt))
             raise
         from scanner.resume import close_leftovers, settle_from_grid
 
         states = settle_from_grid(callback, grid)
+        stopping = stop_ray_in_background(started)  # nothing below needs Ray: its ~1.5 s stop overlaps the finals
         writer.flush(FLUSH_S)
         close_leftovers(sweep, writer, set(states))
+        from scanner.finals import finish
+
         return finish(sweep, callback, writer, list(states.values()), quiet)
     finally:
-        if writer is not None:
-            writer.close(FLUSH_S)
+        writer.close(FLUSH_S)
+        if stopping is not None:
+            stopping.join()
+        elif started:
+            _stop_ray()
+
+
+def start_ray_and_tracking(sweep: Sweep, restore: bool, quiet: bool):
+    """Ray, then the MLflow side (experiment, spooled writer, parent run, callback). A private local Ray starts
+    while the driver sets up MLflow in a thread: the two cost ~5 s each, and neither needs the other (P2)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if sweep.address:  # joining a cluster is quick, and a dead one must fail before the parent run is touched
+        started = ray_init(sweep.address)
+        try:
+            if restore:  # a new sweep was checked before its folder was created (run_sweep)
+                check_cluster(sweep)
+            return started, open_tracking(sweep, restore, quiet)
+        except BaseException:
+            if started:
+                _stop_ray()
+            raise
+    with ThreadPoolExecutor(1, thread_name_prefix="scan-setup") as pool:
+        tracking = pool.submit(open_tracking, sweep, restore, quiet)
+        try:
+            started = ray_init(None)  # in the main thread: Ray installs its SIGTERM handler only there
+        except BaseException:
+            _abandon_tracking(tracking)
+            raise
+    try:
+        return started, tracking.result()
+    except BaseException:
         if started:
-            import ray
+            _stop_ray()
+        raise
 
-            ray.shutdown()
+
+def open_tracking(sweep: Sweep, restore: bool, quiet: bool):
+    """The experiment (created here in the driver, never by racing workers), the writer, the parent run."""
+    from mlflow.tracking import MlflowClient
+
+    import ray.tune  # noqa: F401  Tune's import (~1.5 s) overlaps Ray's start too
+    from scanner._callbacks import SweepCallback
+    from scanner.tracking import MlflowWriter, ensure_experiment
+
+    if not restore:
+        _forget_study(sweep.space.name)
+    experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.space.name)
+    writer = MlflowWriter(sweep.tracking_uri, sweep.folder / JOURNAL)
+    try:
+        start_parent(writer, sweep, experiment_id)
+        return writer, SweepCallback(sweep_info(sweep, experiment_id), writer, quiet=quiet)
+    except BaseException:
+        writer.close(FLUSH_S)
+        raise
 
 
-def finish(sweep: Sweep, callback, writer, states, quiet: bool) -> int:
-    from scanner.finals import run_finals
+def _abandon_tracking(tracking) -> None:
+    """Ray did not start: the parent run that the set-up thread opened ends FAILED, not RUNNING."""
     from scanner.tracking import PARENT_KEY
 
-    run_finals(sweep.space, states, writer, sweep.folder / "finals", quiet=quiet)
-    summary = study_summary(sweep.space.name)
-    _atomic_write(sweep.folder / "optuna_study.json", json.dumps(summary, indent=2, default=str))
-    writer.log_artifacts(PARENT_KEY, [sweep.folder / "optuna_study.json"], "")
-    failed = sum(s.status == "failed" for s in states)
-    writer.set_tags(PARENT_KEY, {"scan.status": "finished", "scan.trials_failed": str(failed)})
-    writer.flush(FLUSH_S)
-    build_report_into_parent(sweep, quiet)
-    writer.end_run(PARENT_KEY, "FINISHED")
-    if not quiet:
-        best = callback.best() or next(iter(sorted(states, key=lambda s: s.index)), None)
-        print(f"sweep {sweep.space.name}: {len(states)} trials, {failed} failed; best {best.name if best else '-'}; "
-              f"MLflow experiment '{sweep.space.name}' in {sweep.tracking_uri}", flush=True)
-    return 1 if failed else 0
-
-
-def study_summary(name: str) -> dict[str, Any]:
-    """The Optuna study in a few lines, for the parent run (the full study is in scans/optuna.db)."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=optuna_url())
-    trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    best = study.best_trials if len(study.directions) > 1 else ([study.best_trial] if states.get("COMPLETE") else [])
-    return {"study": name, "storage": optuna_url(), "trials": len(trials), "states": states,
-            "best": [{"number": t.number, "values": t.values, "params": t.params} for t in best]}
-
-
-def build_report_into_parent(sweep: Sweep, quiet: bool) -> None:
     try:
-        from reports import build_report
-    except ImportError:  # reports/ lands separately; the sweep is complete without it
+        writer, _ = tracking.result()
+    except BaseException:  # noqa: BLE001  the Ray error is the one to show
         return
-    try:
-        build_report(sweep.space.name, sweep.tracking_uri, sweep.folder / "report", at="best", log_to_parent=True)
-    except Exception as exc:  # noqa: BLE001  a report bug must not turn a finished sweep into a failure
-        print(f"scanner: the report failed ({type(exc).__name__}: {exc}); run 'scanner report "
-              f"{sweep.space.name}' to retry", file=sys.stderr)
+    writer.set_tags(PARENT_KEY, {"scan.status": "failed", "scan.failure": "Ray did not start"})
+    writer.end_run(PARENT_KEY, "FAILED")
+    writer.close(FLUSH_S)
+
+
+def stop_ray_in_background(started: bool):
+    import threading
+
+    if not started:
+        return None
+    thread = threading.Thread(target=_stop_ray, name="scan-ray-stop", daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop_ray() -> None:
+    import ray
+
+    ray.shutdown()

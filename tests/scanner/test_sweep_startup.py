@@ -1,0 +1,76 @@
+"""How a sweep starts and ends around Ray: the MLflow set-up runs beside Ray's start, and a failure on either side
+leaves no run RUNNING; a private Ray runs its trials at normal priority."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fixtures_sweep import REPO, import_project_before_chdir, write_tiny_space
+
+
+def _parent(uri: str, name: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    return [r for r in runs if r.data.tags.get("scan.role") == "parent"], runs
+
+
+@pytest.fixture
+def tiny_space(tmp_path, monkeypatch):
+    import_project_before_chdir()
+    monkeypatch.chdir(tmp_path)
+    return write_tiny_space(tmp_path, "startup", trials=1, epochs=1), f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_ray_that_does_not_start_ends_the_parent_failed(tiny_space, monkeypatch):
+    import scanner.sweep
+
+    space, uri = tiny_space
+
+    def no_ray(address):
+        raise RuntimeError("raylet did not come up")
+
+    monkeypatch.setattr(scanner.sweep, "ray_init", no_ray)
+    with pytest.raises(RuntimeError, match="raylet"):
+        scanner.sweep.run_sweep(str(space), uri, quiet=True)
+    parents, runs = _parent(uri, "startup")
+    assert len(parents) == 1 and len(runs) == 1  # the set-up thread opened the parent before Ray failed
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["scan.status"] == "failed"
+
+
+def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_session):
+    import scanner.sweep
+
+    space, uri = tiny_space
+
+    class BrokenTuner:
+        def fit(self):
+            raise RuntimeError("controller bug")
+
+    monkeypatch.setattr(scanner.sweep, "new_tuner", lambda sweep, callback, ctx: BrokenTuner())
+    with pytest.raises(RuntimeError, match="controller bug"):
+        scanner.sweep.run_sweep(str(space), uri, quiet=True)
+    parents, _ = _parent(uri, "startup")
+    assert [p.info.status for p in parents] == ["FAILED"] and parents[0].data.tags["scan.status"] == "failed"
+    assert (scanner.sweep.scans_root() / "startup" / "scan.json").exists()  # kept: 'scanner resume' needs it
+
+
+@pytest.mark.slow
+def test_private_ray_runs_trials_at_normal_priority(tmp_path):
+    """Ray's own default is nice 15: every other process, the driver included, would preempt the trials."""
+    script = (
+        "import os, ray\n"
+        "from scanner._cluster import ray_init\n"
+        "assert ray_init(None)\n"
+        "print('NICE', ray.get(ray.remote(lambda: os.nice(0)).remote()), flush=True)\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert "NICE 0" in out.stdout, out.stdout + out.stderr[-2000:]
