@@ -11,7 +11,7 @@ import numpy as np
 
 from reports import _detail, _plots
 from reports._fetch import fetch_artifact, fetch_histories, read_confusion
-from reports._rank import Ranking, err_of, short_id
+from reports._rank import Ranking, short_id
 from reports._render import Section, fmt_param
 
 TOP_CURVES = 5  # learning curves of the top 5 against the baseline: more lines stop being readable

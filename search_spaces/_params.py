@@ -21,7 +21,7 @@ def parse_space(shown: str, space: Any, fixed_keys: set[str]) -> dict[str, Param
     for key, spec in space.items():
         if key in fixed_keys:
             raise bad(shown, f"space.{key}", f"'{key}' is both in fixed and in space",
-                      f"remove it from fixed to vary it, or from space to keep it fixed")
+                      "remove it from fixed to vary it, or from space to keep it fixed")
         params[key] = parse_param(shown, key, spec)
     for param in params.values():
         check_when(shown, param, params)

@@ -90,7 +90,7 @@ def _dataset(f, path, name: str, what: str, fix: str):
 
 
 def _check_images(f, path, cfg: DataConfig):
-    ds = _dataset(f, path, cfg.images, "images (N, C, H, W)", f"set data.images to the images dataset's name")
+    ds = _dataset(f, path, cfg.images, "images (N, C, H, W)", "set data.images to the images dataset's name")
     if ds.ndim != 4:
         raise BadInput(f"{path}: dataset '{cfg.images}' has shape {ds.shape}; expected rank 4 (N, C, H, W); "
                        "fix: reshape, e.g. add a channel axis for single-view images")
