@@ -92,11 +92,13 @@ def instrument(reuse: bool) -> None:
         fit = tuner.fit
 
         def timed_fit():
-            t0 = time.perf_counter()
+            t0, cpu0, ray0 = time.perf_counter(), _own_cpu(), _ray_process_cpu()
             try:
                 return fit()
             finally:
                 PHASES["Tune fit (all trials)"] = time.perf_counter() - t0
+                CPU["driver (Tune loop, callback, MLflow writer)"] = _own_cpu() - cpu0
+                CPU["Ray's own processes (GCS, raylet, agents)"] = _ray_process_cpu() - ray0
 
         tuner.fit = timed_fit
         return tuner
@@ -109,6 +111,29 @@ def instrument(reuse: bool) -> None:
             return config(**{**kwargs, "reuse_actors": False})
 
         tune.TuneConfig = no_reuse
+
+
+CPU: dict[str, float] = {}  # CPU seconds spent beside the trials while Tune ran them: what competes with training
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _ray_process_cpu() -> float:
+    """CPU seconds of Ray's own processes (GCS, raylet, agents, monitors), before they stop; trial actors excluded."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ImplicitFunc" not in " ".join(child.cmdline()):
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def trial_times(folder: Path) -> list[dict]:
@@ -184,6 +209,8 @@ def report(args, cores: int, sweep_s: float, plain_s: float, sweep_trials, plain
     print(f"    {'other (scan files, settle, leftovers)':32s} {other:7.1f} s")
     print(f"  inside trials (sum)   {inside:7.1f} s  training {sum(t['train_s'] for t in sweep_trials):.1f} s; "
           f"first epoch incl. build {sum(t['first_iter_s'] for t in sweep_trials) / max(1, len(sweep_trials)):.1f} s/trial")
+    if CPU:
+        print("  CPU seconds during the fit: " + "; ".join(f"{k} {v:.1f}" for k, v in CPU.items()))
     if args.mode == "serial":
         print(f"  between trials (fit - inside): {fit - inside:.1f} s = {(fit - inside) / n:.2f} s per trial "
               f"(actor start, scheduling, checkpoint bookkeeping)")

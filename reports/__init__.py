@@ -6,7 +6,7 @@
 Never imports ray, torch or trainables; optuna only inside the importance function.
 """
 
-from reports._build import build_report, document, write_report
+from reports._build import build_report, document, preload, write_report
 from reports._fetch import SweepRuns, Trial, load_sweep
 from reports._importance import Importance, infer_distribution, param_importance
 from reports._pareto import Front, dominates, non_dominated, pareto_front
@@ -16,6 +16,7 @@ from reports.errors import ReportInputError
 __all__ = [
     "build_report",
     "write_report",
+    "preload",
     "document",
     "load_sweep",
     "SweepRuns",

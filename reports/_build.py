@@ -28,6 +28,16 @@ def build_report(sweep_name: str, tracking_uri: str, out_dir: Path, at: str = "b
     return write_report(load_sweep(sweep_name, tracking_uri), out_dir, at, log_to_parent)
 
 
+def preload() -> None:
+    """Import what a report needs that is slow to import (pyplot ~0.5 s; Optuna's importance pulls scikit-learn,
+    ~2 s), so a caller can do it while it waits on something else: the sweep does it while Ray stops."""
+    from reports._plots import _pyplot
+    from reports._importance import load_importance_module
+
+    _pyplot()
+    load_importance_module()
+
+
 def write_report(sweep: SweepRuns, out_dir: Path, at: str = "best", log_to_parent: bool = True) -> Path:
     """The same from an already fetched sweep (the CLI fetches once to also say whether it is running)."""
     ranking = rank(sweep, at)

@@ -71,8 +71,16 @@ def param_importance(ranking: Ranking) -> Importance:
     return Importance(values, "", params, objective, conditional, log)
 
 
+def load_importance_module():
+    import optuna.importance
+
+    return optuna.importance
+
+
 def _optuna_importance(names, params, objective, mode) -> dict[str, float]:
     import optuna
+
+    importance = load_importance_module()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions, converted = {}, {}
@@ -82,5 +90,5 @@ def _optuna_importance(names, params, objective, mode) -> dict[str, float]:
     for i, value in enumerate(objective):
         trial_params = {p: converted[p][i] for p in names}
         study.add_trial(optuna.trial.create_trial(params=trial_params, distributions=distributions, value=value))
-    importances = optuna.importance.get_param_importances(study)
+    importances = importance.get_param_importances(study)
     return dict(sorted(importances.items(), key=lambda kv: -kv[1]))

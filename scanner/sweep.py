@@ -271,7 +271,7 @@ def execute(sweep: Sweep, restore: bool, quiet: bool = False) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune banner/tables: the callback prints progress
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C reaches us: runs end KILLED, Tune's snapshot stays
     started, (writer, callback) = start_ray_and_tracking(sweep, restore, quiet)
-    stopping = None
+    stopping = preloading = None
     try:
         ctx = SweepContext(sweep.space, sweep.init_map, threads=max(1, int(sweep.space.resources.cpu)))
         tuner = (restored_tuner if restore else new_tuner)(sweep, callback, ctx)
@@ -286,6 +286,7 @@ def execute(sweep: Sweep, restore: bool, quiet: bool = False) -> int:
 
         states = settle_from_grid(callback, grid)
         stopping = stop_ray_in_background(started)  # nothing below needs Ray: its ~1.5 s stop overlaps the finals
+        preloading = _in_thread(preload_report_modules, "scan-report-imports")  # ~2.5 s of imports, beside them too
         writer.flush(FLUSH_S)
         close_leftovers(sweep, writer, set(states))
         from scanner.finals import finish
@@ -297,6 +298,8 @@ def execute(sweep: Sweep, restore: bool, quiet: bool = False) -> int:
             stopping.join()
         elif started:
             _stop_ray()
+        if preloading is not None:
+            preloading.join()
 
 
 def start_ray_and_tracking(sweep: Sweep, restore: bool, quiet: bool):
@@ -363,11 +366,22 @@ def _abandon_tracking(tracking) -> None:
 
 
 def stop_ray_in_background(started: bool):
+    return _in_thread(_stop_ray, "scan-ray-stop") if started else None
+
+
+def preload_report_modules() -> None:
+    try:
+        from reports import preload
+
+        preload()
+    except Exception:  # noqa: BLE001  the report itself says what is broken, in its own words
+        pass
+
+
+def _in_thread(target, name: str):
     import threading
 
-    if not started:
-        return None
-    thread = threading.Thread(target=_stop_ray, name="scan-ray-stop", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
 
