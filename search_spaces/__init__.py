@@ -9,7 +9,7 @@ Nothing here imports torch, Ray or Optuna at import time; the model/loss/schedul
 """
 
 from search_spaces._loader import load_space, parse_set, space_hash
-from search_spaces._optuna import DefineByRun, define_by_run, grid_size, grid_space, suggest
+from search_spaces._optuna import DefineByRun, define_by_run, finite_points, grid_size, grid_space, suggest
 from search_spaces._plan import check_resources, format_plan, trials_at_once
 from search_spaces._resolve import baseline_config, train_config, trial_config
 from search_spaces._schema import Budget, Objective, Param, Resources, SpaceFile
@@ -29,6 +29,7 @@ __all__ = [
     "define_by_run",
     "format_plan",
     "grid_size",
+    "finite_points",
     "grid_space",
     "load_space",
     "parse_set",

@@ -72,6 +72,38 @@ def grid_space(space: SpaceFile) -> dict[str, list[Any]]:
     return grid
 
 
+FINITE_LIMIT = 10_000  # larger discrete spaces are treated as endless: a repeat is then rare anyway
+
+
+def finite_points(space: SpaceFile) -> list[dict[str, Any]] | None:
+    """Every distinct assignment of the active parameters when the space is finite (choices, ints and constants)
+    and holds at most FINITE_LIMIT of them; None otherwise. Inactive conditionals are left out, as ``suggest``
+    leaves them out, so each point is one config that a trial can get."""
+    points: list[dict[str, Any]] = [{}]
+    for p in space.space.values():
+        values = _finite_values(p)
+        grown: list[dict[str, Any]] = []
+        for point in points:
+            if not p.is_active(point):
+                grown.append(point)
+            elif values is None:
+                return None
+            else:
+                grown += [{**point, p.name: v} for v in values]
+        if len(grown) > FINITE_LIMIT:
+            return None
+        points = grown
+    return points
+
+
+def _finite_values(p: Param) -> list[Any] | None:
+    if p.kind in ("choice", "value"):
+        return list(p.choices)
+    if p.kind == "int":
+        return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+    return None  # a float range
+
+
 def grid_size(space: SpaceFile) -> int:
     size = 1
     for values in grid_space(space).values():

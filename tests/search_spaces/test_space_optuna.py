@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from search_spaces import define_by_run, grid_size, grid_space, load_space, suggest, trial_config
+from search_spaces import define_by_run, finite_points, grid_size, grid_space, load_space, suggest, trial_config
 from trainables.errors import BadInput
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -126,3 +126,26 @@ def test_define_by_run_returns_none_without_constants(tmp_path):
     trial = optuna.create_study().ask()
     assert define_by_run(space)(trial) is None
     assert math.log10(1e-4) <= math.log10(trial.params["lr"]) <= math.log10(1e-2)
+
+
+def test_finite_points_are_the_configs_a_trial_can_get(tmp_path):
+    doc = {**SPACE, "space": {
+        "loss": {"choice": ["ce", "focal"]},
+        "focal_gamma": {"when": {"loss": "focal"}, "choice": [1.0, 2.0]},
+        "warmup_epochs": {"int": [0, 4], "step": 2},
+        "ema_decay": {"choice": [0.0, 0.99]},
+        "grad_clip": {"when": {"ema_decay": 0.99}, "value": 5.0},
+    }}
+    points = finite_points(load(tmp_path, doc))
+    assert len(points) == 3 * 3 * 2  # (ce | focal x 2 gammas) x 3 warmups x 2 EMA settings
+    assert {"loss": "ce", "warmup_epochs": 2, "ema_decay": 0.99, "grad_clip": 5.0} in points
+    assert not any("focal_gamma" in p for p in points if p["loss"] == "ce")  # inactive: not part of the config
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        drawn = suggest(study.ask(), load(tmp_path, doc))
+        assert drawn in points  # the same shape suggest() gives a trial
+
+
+def test_a_float_range_makes_the_space_endless(tmp_path):
+    assert finite_points(load(tmp_path, SPACE)) is None
+

@@ -1,0 +1,122 @@
+"""The searcher wrapper: the baseline first, then Optuna's suggestions, never a config twice (a repeat is told to
+Optuna as FAIL and re-asked); results reach the Optuna trial that produced the config."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from scanner._searcher import BASELINE_KEY, MAX_REASKS, TPE_REASKS, BaselineFirst, make_searcher
+from search_spaces import load_space
+
+
+class Scripted(Searcher):
+    """An inner searcher that suggests a fixed sequence and records what it is told."""
+
+    def __init__(self, configs):
+        super().__init__(metric="val/accuracy", mode="max")
+        self.configs, self.asked, self.completed, self.results = list(configs), [], [], []
+
+    def suggest(self, trial_id):
+        self.asked.append(trial_id)
+        return self.configs.pop(0) if self.configs else Searcher.FINISHED
+
+    def on_trial_result(self, trial_id, result):
+        self.results.append((trial_id, result["val/accuracy"]))
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed.append((trial_id, error))
+
+
+def test_baseline_first_then_a_repeat_is_reasked():
+    inner = Scripted([{"lr": 1}, {"lr": 1}, {"lr": 2}])
+    searcher = BaselineFirst(inner)
+    assert searcher.suggest("b") == {BASELINE_KEY: True}
+    assert searcher.suggest("t1") == {"lr": 1}
+    assert searcher.suggest("t2") == {"lr": 2}
+    assert inner.asked == ["t1", "t2", "t2~1"] and inner.completed == [("t2", True)]  # the repeat: FAIL
+    searcher.on_trial_result("t2", {"val/accuracy": 0.5})
+    searcher.on_trial_complete("t2", {"val/accuracy": 0.5})
+    searcher.on_trial_result("b", {"val/accuracy": 0.1})  # the baseline never reaches the inner searcher
+    assert inner.results == [("t2~1", 0.5)] and inner.completed[-1] == ("t2~1", False)
+
+
+def test_repeats_beyond_the_reasks_run_rather_than_stall():
+    inner = Scripted([{"lr": 1}] * (MAX_REASKS + 2))
+    searcher = BaselineFirst(inner, with_baseline=False)
+    assert searcher.suggest("t1") == {"lr": 1}
+    assert searcher.suggest("t2") == {"lr": 1}
+    assert len(inner.asked) == MAX_REASKS + 2 and inner.asked[-1] == f"t2~{MAX_REASKS}"
+
+
+def test_a_finite_space_hands_over_unseen_configs_then_finishes():
+    queue = []
+
+    class StuckOnOne(Scripted):  # a sampler that proposes lr=1 forever, unless a config was enqueued
+        def suggest(self, trial_id):
+            self.asked.append(trial_id)
+            return queue.pop(0) if queue else {"lr": 1}
+
+    inner = StuckOnOne([])
+    searcher = BaselineFirst(inner, with_baseline=False, points=[{"lr": 1}, {"lr": 2}], enqueue=queue.append)
+    assert searcher.suggest("t1") == {"lr": 1}
+    assert searcher.suggest("t2") == {"lr": 2}
+    assert len(inner.asked) == 1 + TPE_REASKS + 1  # t1, the repeats the sampler got to leave lr=1, the enqueued one
+    assert searcher.suggest("t3") == Searcher.FINISHED
+
+
+def test_wrapper_state_survives_save_and_restore(tmp_path):
+    searcher = BaselineFirst(Scripted([{"lr": 1}, {"lr": 1}, {"lr": 2}, {"lr": 2}, {"lr": 3}]))
+    searcher.suggest("b"), searcher.suggest("t1"), searcher.suggest("t2")
+    searcher.save(str(tmp_path / "s.pkl"))
+    restored = BaselineFirst(Scripted([]))
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored.baseline_trial_id == "b" and restored.inner_ids["t2"] == "t2~1"
+    assert restored.suggest("t3") == {"lr": 3}  # lr=2 was handed out before the snapshot
+
+
+@pytest.fixture
+def discrete_space(tmp_path, tiny_h5):
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        f"name: dedup\ntask: classification\ndata: {{path: {tiny_h5}}}\n"
+        "objective: {metric: val/accuracy, mode: max}\n"
+        "budget: {trials: 12, max_epochs: 2, sampler: tpe, seed: 0}\n"
+        "space:\n  model: {choice: [small_cnn_tiny, resnet_tiny]}\n  loss: {choice: [ce, focal, label_smoothing]}\n"
+        "  lr: {choice: [3.0e-4, 1.0e-3, 2.0e-3, 4.0e-3, 8.0e-3, 1.6e-2]}\n"
+    )
+    return load_space(path)
+
+
+def _tpe_configs(space, storage: str, trials: int) -> list[tuple]:
+    """Suggest ``trials`` configs through the real OptunaSearch + TPE; the score peaks at one config, so TPE keeps
+    proposing it (as it did in the P4 benchmark)."""
+    searcher = make_searcher(space, storage)
+    searcher.set_search_properties("val/accuracy", "max", {})
+    assert searcher.suggest("base") == {BASELINE_KEY: True}
+    configs = []
+    for i in range(trials):
+        c = searcher.suggest(f"t{i}")
+        configs.append((c["model"], c["loss"], c["lr"]))
+        score = 0.9 - abs(c["lr"] - 4.0e-3) * 10 - 0.05 * (c["model"] != "resnet_tiny") - 0.02 * (c["loss"] != "ce")
+        searcher.on_trial_complete(f"t{i}", {"val/accuracy": score, "training_iteration": 2})
+    return configs
+
+
+def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_space, tmp_path, monkeypatch):
+    import scanner._searcher
+
+    monkeypatch.setattr(scanner._searcher, "MAX_REASKS", 0)
+    plain = _tpe_configs(discrete_space, f"sqlite:///{tmp_path / 'plain.db'}", 12)
+    assert len(set(plain)) < len(plain)  # the case the wrapper exists for
+    monkeypatch.undo()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    deduped = _tpe_configs(discrete_space, storage, 12)
+    assert len(set(deduped)) == 12
+    study = optuna.load_study(study_name="dedup", storage=storage)
+    by_state = {}
+    for t in study.trials:
+        by_state.setdefault(t.state, []).append(t)
+    assert len(by_state[optuna.trial.TrialState.COMPLETE]) == 12  # one per trial that ran, with its own value
+    assert set(by_state) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}  # repeats: FAIL
