@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_search_efficiency.py [--seeds 0 1 2] [--epochs 6] [--asha-trials 16]
                                                           [--train 8000] [--val 10000] [--size 16]
     .venv/bin/python benchmarks/bench_search_efficiency.py --smoke     # minutes, not hours: checks the plumbing
+    .venv/bin/python benchmarks/bench_search_efficiency.py --work /tmp/bench_p4_x   # reuse that folder's grid
 
 Long (the full grid is 36 configs x --epochs epochs on 10k validation events): run it by hand.
 
@@ -94,6 +95,17 @@ def epoch_stream(uri: str, name: str) -> list[tuple[int, float, float, bool]]:
     return sorted(out)
 
 
+def free_name(work: Path, name: str) -> str:
+    """``asha0``, or ``asha0_2``... when a run in the same folder already used it."""
+    taken = {p.name for p in (work / "scans").glob("*")} if (work / "scans").exists() else set()
+    k = 1
+    candidate = name
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}_{k}"
+    return candidate
+
+
 def epochs_to_reach(stream, bar: float) -> int | None:
     for count, (_, acc, _, _) in enumerate(stream, start=1):
         if acc >= bar:
@@ -111,6 +123,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--concurrent", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="8-config grid, 2 epochs, 1 seed, small data")
+    ap.add_argument("--work", help="a folder of an earlier run: its data and finished grid are reused (the grid "
+                                   "is seeded and deterministic, and takes most of the hour)")
     args = ap.parse_args()
     grid = FULL
     if args.smoke:
@@ -119,13 +133,16 @@ def main() -> None:
     for key, value in {"RAY_AUTH_MODE": "disabled", "TQDM_DISABLE": "1", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(key, value)
     n_grid = len(grid["models"]) * len(grid["losses"]) * len(grid["lrs"])
-    work = Path(tempfile.mkdtemp(prefix="bench_p4_"))
+    work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="bench_p4_"))
     os.chdir(work)
-    write_data(work / "p4.h5", args.train, args.val, 1000 if not args.smoke else 200, args.size, seed=0)
     uri = f"sqlite:///{work / 'mlflow.db'}"
-
-    grid_s = run(work, "grid", grid, sampler="grid", scheduler="fifo", trials=n_grid, epochs=args.epochs, seed=0,
-                 concurrent=args.concurrent)
+    if (work / "scans" / "grid" / "optuna_study.json").exists():  # written when the grid sweep finished
+        grid_s = float("nan")
+        print(f"P4: reusing the finished grid in {work}")
+    else:
+        write_data(work / "p4.h5", args.train, args.val, 1000 if not args.smoke else 200, args.size, seed=0)
+        grid_s = run(work, "grid", grid, sampler="grid", scheduler="fifo", trials=n_grid, epochs=args.epochs,
+                     seed=0, concurrent=args.concurrent)
     grid_stream = [e for e in epoch_stream(uri, "grid") if not e[3]]  # the grid's own 36 configs, not the baseline
     grid_epochs = len(grid_stream)
     _, best_acc, best_err, _ = max(grid_stream, key=lambda e: e[1])
@@ -135,9 +152,10 @@ def main() -> None:
           f"({args.val} val events, {args.train} train, {args.size}x{args.size})")
     fractions = []
     for seed in args.seeds:
-        secs = run(work, f"asha{seed}", grid, sampler="tpe", scheduler="asha", trials=args.asha_trials,
+        name = free_name(work, f"asha{seed}")
+        secs = run(work, name, grid, sampler="tpe", scheduler="asha", trials=args.asha_trials,
                    epochs=args.epochs, seed=seed, concurrent=args.concurrent)
-        stream = epoch_stream(uri, f"asha{seed}")
+        stream = epoch_stream(uri, name)
         need = epochs_to_reach(stream, bar)
         best = max(e[1] for e in stream)
         if need is None:
