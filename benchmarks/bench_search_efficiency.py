@@ -123,8 +123,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--concurrent", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="8-config grid, 2 epochs, 1 seed, small data")
-    ap.add_argument("--work", help="a folder of an earlier run: its data and finished grid are reused (the grid "
-                                   "is seeded and deterministic, and takes most of the hour)")
+    ap.add_argument("--work", help="a folder to work in; an earlier run's data and finished grid there are "
+                                   "reused (the grid is seeded and deterministic, and takes most of the hour)")
     args = ap.parse_args()
     grid = FULL
     if args.smoke:
@@ -134,6 +134,7 @@ def main() -> None:
         os.environ.setdefault(key, value)
     n_grid = len(grid["models"]) * len(grid["losses"]) * len(grid["lrs"])
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="bench_p4_"))
+    work.mkdir(parents=True, exist_ok=True)  # a new --work folder is where this run's grid will be kept
     os.chdir(work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     if (work / "scans" / "grid" / "optuna_study.json").exists():  # written when the grid sweep finished
