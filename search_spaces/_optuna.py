@@ -62,13 +62,13 @@ def grid_space(space: SpaceFile) -> dict[str, list[Any]]:
     """
     grid: dict[str, list[Any]] = {}
     for p in space.space.values():
-        if p.kind == "choice":
-            grid[p.name] = list(p.choices)
-        elif p.kind == "int":
-            grid[p.name] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
-        elif p.kind == "float":
+        if p.kind == "value":
+            continue  # a constant is no grid axis
+        values = _finite_values(p)
+        if values is None:
             raise bad(str(space.source_path), f"space.{p.name}.float", "sampler grid cannot enumerate a float range",
                       f"make {p.name} a choice of values, or use sampler: tpe")
+        grid[p.name] = values
     return grid
 
 
