@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from scanner._mlflow_http import hold_fail_fast, release_fail_fast
 from trainables.checkpoint import CONFUSION_FILE, PREDICTIONS_FILE
 from trainables.errors import BadInput
 
@@ -31,8 +32,6 @@ MAX_NAME_KEYS = 4  # run names stay readable in the MLflow UI's run list
 MAX_BATCH_METRICS = 1000  # MLflow's log_batch limit
 MAX_BATCH_PARAMS = 100  # MLflow's log_batch limit
 MAX_BATCH_TAGS = 100  # MLflow's log_batch limit
-# MLflow retries each HTTP request itself, blocking for minutes; the writer retries on its own, so one attempt each.
-WRITER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST", "RESOURCE_ALREADY_EXISTS"}
 
 
@@ -183,8 +182,7 @@ class MlflowWriter:
     """
 
     def __init__(self, tracking_uri: str, journal: Path, backoff_max_s: float = 10.0):
-        for key, value in WRITER_HTTP_ENV.items():
-            os.environ.setdefault(key, value)
+        hold_fail_fast()  # released by close
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
@@ -299,6 +297,7 @@ class MlflowWriter:
         self._thread.join(timeout=15)
         with self._lock:
             self._db.close()
+        release_fail_fast()
         if not done:
             print(
                 f"scanner: MLflow is unreachable ({self.last_error}); {self.journal} keeps what is not yet logged, "

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
 
 import pytest
+from fixtures_sweep import free_port
 from mlflow.tracking import MlflowClient
 
+from scanner import _mlflow_http as tracking_http
 from scanner import tracking
 from trainables.errors import BadInput
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_name_reads_like_the_trial():
@@ -38,7 +34,7 @@ def test_trial_tags_hold_the_contract_names():
 
 def test_unreachable_server_is_one_bad_input_line():
     with pytest.raises(BadInput, match="does not answer"):
-        tracking.check_reachable(f"http://127.0.0.1:{_free_port()}", timeout_s=2)
+        tracking.check_reachable(f"http://127.0.0.1:{free_port()}", timeout_s=2)
 
 
 def test_sqlite_store_needs_a_folder(tmp_path):
@@ -89,7 +85,7 @@ def test_writer_nests_runs_dedupes_steps_and_ends_them(tmp_path):
 
 def test_journal_keeps_everything_while_the_server_is_away(tmp_path):
     """Calls return at once while nothing answers; a later writer on the same journal delivers all of it."""
-    away = tracking.MlflowWriter(f"http://127.0.0.1:{_free_port()}", tmp_path / "journal.db")
+    away = tracking.MlflowWriter(f"http://127.0.0.1:{free_port()}", tmp_path / "journal.db")
     away.start_run("t1", "0", "t01", {"scan.trial_id": "t1"}, {"scan.trial_id": "t1"})
     for epoch in range(1, 4):
         away.log_metrics("t1", {"val/loss": float(epoch)}, step=epoch)
@@ -105,3 +101,23 @@ def test_journal_keeps_everything_while_the_server_is_away(tmp_path):
     run = client.search_runs(["0"])[0]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [1, 2, 3]
     assert run.info.status == "FINISHED"
+
+
+def test_fail_fast_http_settings_last_only_as_long_as_a_writer(tmp_path, monkeypatch):
+    """One attempt per request while writers live (they retry themselves); MLflow's own retries after the last one
+    closes, so a report or a notebook's client in the same process is not left failing fast."""
+    keys = list(tracking_http.WRITER_HTTP_ENV)
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    first = tracking.MlflowWriter(uri, tmp_path / "a.db")
+    second = tracking.MlflowWriter(uri, tmp_path / "b.db")
+    assert {k: os.environ.get(k) for k in keys} == tracking_http.WRITER_HTTP_ENV
+    assert first.close(timeout_s=30)
+    assert {k: os.environ.get(k) for k in keys} == tracking_http.WRITER_HTTP_ENV  # the second writer still lives
+    assert second.close(timeout_s=30)
+    assert not any(key in os.environ for key in keys)
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # a user's own setting is theirs
+    assert tracking.MlflowWriter(uri, tmp_path / "c.db").close(timeout_s=30)
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300" and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
