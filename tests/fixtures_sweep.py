@@ -126,8 +126,9 @@ def tiny_sweep(tmp_path_factory, ray_session) -> TinySweep:
 class MlflowServer:
     """A real ``mlflow server`` on loopback that a test can stop and start again on the same store."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, proxy_artifacts: bool = False):
         self.root, self.port = root, free_port()
+        self.proxy_artifacts = proxy_artifacts  # artifacts through the server's HTTP proxy, as a remote store has them
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -136,7 +137,7 @@ class MlflowServer:
 
         cmd = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1", "--port",
                str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'm.db'}",
-               "--default-artifact-root", str(self.root / "art")]
+               "--artifacts-destination" if self.proxy_artifacts else "--default-artifact-root", str(self.root / "art")]
         # No job runner (huey consumers for GenAI scorers): four extra processes that slow the start by ~20 s here.
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from fixtures_sweep import MlflowServer
 from test_report_fixture_store import SPECS, make_sweep
-from test_report_ui import free_port, wait_for_200
 
 from reports import build_report
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        assert wait_for_200(f"http://127.0.0.1:{port}/health", 180) == 200
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    server = MlflowServer(tmp_path / "server", proxy_artifacts=True)
+    server.root.mkdir()
+    server.start(timeout_s=180)  # seen taking two minutes while other work loaded both cores
+    yield server.uri
+    server.stop()
 
 
 @pytest.mark.slow

@@ -10,13 +10,9 @@ import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fixtures_sweep import free_port
 
 
 def wait_for_200(url: str, timeout_s: float) -> int:
@@ -39,6 +35,8 @@ def test_ui_serves_the_store_on_loopback_and_stops_on_ctrl_c(tmp_path):
                             start_new_session=True)  # its own process group: SIGINT reaches scanner and mlflow
     try:
         assert wait_for_200(f"http://127.0.0.1:{port}/", 180) == 200
+        tree = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert tree and not [c for c in tree if "_job_runner" in c or "huey" in c]  # no GenAI job runner
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
