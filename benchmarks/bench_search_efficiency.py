@@ -1,6 +1,6 @@
 """P4: search efficiency. ASHA+TPE vs an exhaustive grid over the same discrete space, on the synthetic dataset.
 
-    .venv/bin/python benchmarks/bench_search_efficiency.py [--seeds 0 1 2] [--epochs 6] [--asha-trials 16]
+    .venv/bin/python benchmarks/bench_search_efficiency.py [--seeds 0 1 2] [--epochs 6] [--asha-trials 16] [--grace 1]
                                                           [--train 8000] [--val 10000] [--size 16]
     .venv/bin/python benchmarks/bench_search_efficiency.py --smoke     # minutes, not hours: checks the plumbing
     .venv/bin/python benchmarks/bench_search_efficiency.py --work /tmp/bench_p4_x   # reuse that folder's grid
@@ -31,7 +31,7 @@ name: {name}
 task: classification
 data: {{path: p4.h5}}
 objective: {{metric: val/accuracy, mode: max}}
-budget: {{trials: {trials}, max_epochs: {epochs}, scheduler: {scheduler}, grace_epochs: 1, sampler: {sampler},
+budget: {{trials: {trials}, max_epochs: {epochs}, scheduler: {scheduler}, grace_epochs: {grace}, sampler: {sampler},
           seed: {seed}, final_top: 0}}
 resources: {{cpu: 1, gpu: 0, concurrent: {concurrent}}}
 fixed: {{batch_size: 64, num_workers: 0, lr_schedule: cosine}}
@@ -65,11 +65,11 @@ def write_data(path: Path, train: int, val: int, test: int, size: int, seed: int
 
 
 def run(work: Path, name: str, grid: dict, *, sampler: str, scheduler: str, trials: int, epochs: int, seed: int,
-        concurrent: int) -> float:
+        concurrent: int, grace: int = 1) -> float:
     from scanner.sweep import run_sweep
 
     text = SPACE.format(name=name, trials=trials, epochs=epochs, scheduler=scheduler, sampler=sampler, seed=seed,
-                        concurrent=concurrent, **grid)
+                        concurrent=concurrent, grace=grace, **grid)
     (work / f"{name}.yaml").write_text(text)
     t0 = time.perf_counter()
     code = run_sweep(str(work / f"{name}.yaml"), f"sqlite:///{work / 'mlflow.db'}", quiet=True)
@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=10000)  # the issue: at least 10k validation events
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--concurrent", type=int, default=2)
+    ap.add_argument("--grace", type=int, default=1, help="ASHA's grace_epochs (the scanner's default: 1)")
     ap.add_argument("--smoke", action="store_true", help="8-config grid, 2 epochs, 1 seed, small data")
     ap.add_argument("--work", help="a folder to work in; an earlier run's data and finished grid there are "
                                    "reused (the grid is seeded and deterministic, and takes most of the hour)")
@@ -155,7 +156,7 @@ def main() -> None:
     for seed in args.seeds:
         name = free_name(work, f"asha{seed}")
         secs = run(work, name, grid, sampler="tpe", scheduler="asha", trials=args.asha_trials,
-                   epochs=args.epochs, seed=seed, concurrent=args.concurrent)
+                   epochs=args.epochs, seed=seed, concurrent=args.concurrent, grace=args.grace)
         stream = epoch_stream(uri, name)
         need = epochs_to_reach(stream, bar)
         best = max(e[1] for e in stream)
