@@ -37,12 +37,13 @@ class BaselineFirst(Searcher):
     """
 
     def __init__(self, inner: Searcher, with_baseline: bool = True, points: list[dict] | None = None,
-                 enqueue=None, seed: int = 0, dedupe: bool = True):
+                 enqueue=None, seed: int = 0, dedupe: bool = True, baseline_twin: dict | None = None):
         super().__init__(metric=inner.metric, mode=inner.mode)
         self.inner = inner
         self.with_baseline = with_baseline
         self.baseline_trial_id: str | None = None
-        self.handed_out: list[dict] = []  # every config suggested so far
+        # every config suggested so far; the baseline's twin in the space (if any) counts: it would train the same
+        self.handed_out: list[dict] = [baseline_twin] if with_baseline and baseline_twin is not None else []
         self.inner_ids: dict[str, str] = {}  # Tune trial id -> the id the inner searcher knows it by, after re-asks
         self.points = points  # every config of a finite space (search_spaces.finite_points), else None
         self.enqueue = enqueue  # puts a config first in Optuna's queue (StudyQueue)
@@ -227,8 +228,23 @@ def make_searcher(space, storage_url: str) -> BaselineFirst:
         storage=optuna.storages.RDBStorage(storage_url),
     )
     grid = space.budget.sampler == "grid"
-    return BaselineFirst(inner, with_baseline=True, points=None if grid else finite_points(space),
-                         enqueue=StudyQueue(space.name, storage_url), seed=space.budget.seed, dedupe=not grid)
+    points = None if grid else finite_points(space)
+    return BaselineFirst(inner, with_baseline=True, points=points, enqueue=StudyQueue(space.name, storage_url),
+                         seed=space.budget.seed, dedupe=not grid, baseline_twin=baseline_twin(space, points))
+
+
+def baseline_twin(space, points: list[dict] | None) -> dict | None:
+    """The point of a finite space that trains exactly the baseline's config, if there is one (TPE proposed it in
+    one P4 seed: a trial spent on a result the sweep already had). Endless spaces hit it with probability ~0."""
+    from search_spaces import baseline_config, trial_config
+
+    if not points:
+        return None
+    base = baseline_config(space)
+    # a cheap filter on the point's own keys first (a 10 000-point space must not build 10 000 TrialConfigs); init
+    # is left to the full check, which drops it when training from scratch
+    near = [p for p in points if all(_same(getattr(base, k, None), v) for k, v in p.items() if k != "init")]
+    return next((p for p in near if trial_config(space, p) == base), None)
 
 
 def make_scheduler(space) -> SparingBaseline:

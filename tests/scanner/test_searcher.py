@@ -120,3 +120,26 @@ def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_
         by_state.setdefault(t.state, []).append(t)
     assert len(by_state[optuna.trial.TrialState.COMPLETE]) == 12  # one per trial that ran, with its own value
     assert set(by_state) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}  # repeats: FAIL
+
+
+def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path):
+    """The discrete space holds the baseline's config (defaults + small_cnn_tiny/ce/1e-3): TPE must not get to
+    train it a second time, and the space then finishes one config early."""
+    from dataclasses import replace
+
+    from scanner._searcher import baseline_twin
+    from search_spaces import finite_points
+
+    space = replace(discrete_space, baseline={"model": "small_cnn_tiny", "loss": "ce", "lr": 1.0e-3})
+    points = finite_points(space)
+    assert baseline_twin(space, points) == {"model": "small_cnn_tiny", "loss": "ce", "lr": 1.0e-3}
+    assert baseline_twin(replace(space, baseline={**space.baseline, "batch_size": 32}), points) is None
+    searcher = make_searcher(space, f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher.set_search_properties("val/accuracy", "max", {})
+    searcher.suggest("base")
+    configs = []
+    while isinstance(c := searcher.suggest(f"t{len(configs)}"), dict):
+        configs.append((c["model"], c["loss"], c["lr"]))
+        searcher.on_trial_complete(f"t{len(configs) - 1}", {"val/accuracy": 0.5, "training_iteration": 2})
+    assert len(configs) == len(set(configs)) == len(points) - 1
+    assert ("small_cnn_tiny", "ce", 1.0e-3) not in configs
