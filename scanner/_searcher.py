@@ -183,8 +183,6 @@ class SparingBaseline(TrialScheduler):
 
 # --------------------------------------------------------------------------------------------- factories
 
-ASHA_REDUCTION = 2  # with 4-8 epochs, halving gives rungs at 1, 2, 4, 8 epochs; Ray's 4 would leave one rung
-HYPERBAND_BRACKETS = 3  # asynchronous Hyperband: ASHA over several grace periods (Li et al. 2020)
 
 
 def make_sampler(space):
@@ -249,6 +247,8 @@ def baseline_twin(space, points: list[dict] | None) -> dict | None:
 
 def make_scheduler(space) -> SparingBaseline:
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+    from search_spaces import ASHA_REDUCTION, HYPERBAND_BRACKETS
 
     budget, objective = space.budget, space.objective
     if budget.scheduler == "fifo":

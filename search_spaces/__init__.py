@@ -10,13 +10,16 @@ Nothing here imports torch, Ray or Optuna at import time; the model/loss/schedul
 
 from search_spaces._loader import load_space, parse_set, space_hash
 from search_spaces._optuna import DefineByRun, define_by_run, finite_points, grid_size, grid_space, suggest
-from search_spaces._plan import check_resources, format_plan, trials_at_once
+from search_spaces._plan import (ASHA_REDUCTION, HYPERBAND_BRACKETS, asha_rungs, check_resources, format_plan,
+                                 trials_at_once)
 from search_spaces._resolve import baseline_config, train_config, trial_config
 from search_spaces._schema import Budget, Objective, Param, Resources, SpaceFile
 
 SHIPPED = ("lartpc_3class.yaml", "lartpc_transfer.yaml", "lartpc_direction.yaml", "demo.yaml")
 
 __all__ = [
+    "ASHA_REDUCTION",
+    "HYPERBAND_BRACKETS",
     "SHIPPED",
     "Budget",
     "DefineByRun",
@@ -24,6 +27,7 @@ __all__ = [
     "Param",
     "Resources",
     "SpaceFile",
+    "asha_rungs",
     "baseline_config",
     "check_resources",
     "define_by_run",

@@ -10,6 +10,9 @@ from search_spaces._optuna import grid_size
 from search_spaces._resolve import baseline_config
 from search_spaces._schema import SpaceFile
 
+ASHA_REDUCTION = 2  # with 4-8 epochs, halving gives rungs at 1, 2, 4, 8 epochs; Ray's 4 would leave one rung
+HYPERBAND_BRACKETS = 3  # asynchronous Hyperband: ASHA over several grace periods (Li et al. 2020)
+
 
 def check_resources(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) -> None:
     """BadInput when the cluster cannot give one trial what it asks: Ray would keep it PENDING forever, silently."""
@@ -50,7 +53,20 @@ def _sampler_line(space: SpaceFile) -> str:
         text += f", {grid_size(space)} grid points"
     if b.scheduler == "fifo":
         return text + "; scheduler fifo (every trial runs all epochs)"
-    return text + f"; scheduler {b.scheduler} on {space.objective.metric} (grace {b.grace_epochs} epoch(s))"
+    brackets = HYPERBAND_BRACKETS if b.scheduler == "hyperband" else 1
+    rungs = [asha_rungs(b.grace_epochs, b.max_epochs, s) for s in range(brackets)]
+    where = " | ".join(", ".join(map(str, r)) for r in rungs if r)
+    if not where:
+        return text + f"; scheduler {b.scheduler}, but grace_epochs = max_epochs: no trial stops early"
+    return (text + f"; scheduler {b.scheduler} on {space.objective.metric}: compares trials at epochs {where} of "
+            f"{b.max_epochs}" + (f" ({brackets} brackets)" if brackets > 1 else "")
+            + f" and stops those outside the top 1/{ASHA_REDUCTION} there")
+
+
+def asha_rungs(grace: int, max_epochs: int, bracket: int = 0) -> list[int]:
+    """The epochs before the last at which Ray's ASHA compares trials (its ``_Bracket`` milestones)."""
+    count = int(math.log(max_epochs / grace) / math.log(ASHA_REDUCTION) - bracket + 1)
+    return [m for k in range(count) if (m := grace * ASHA_REDUCTION ** (k + bracket)) < max_epochs]
 
 
 def _data_line(space: SpaceFile) -> str:

@@ -9,6 +9,7 @@ import yaml
 
 import search_spaces
 from search_spaces import (
+    ASHA_REDUCTION,
     baseline_config,
     check_resources,
     format_plan,
@@ -121,7 +122,8 @@ def test_plan_text(tmp_path):
     space = load_space(write(tmp_path, doc), require_data=False)
     plan = format_plan(space, cluster_cpus=6, cluster_gpus=2)
     for text in ("Sweep 'merge' (classification)", str(tmp_path / "events.h5"), "MISSING", "val/accuracy (max)",
-                 "sampler:    tpe", "scheduler asha", "log-uniform float in [0.0001, 0.1]",
+                 "sampler:    tpe", "scheduler asha on val/accuracy: compares trials at epochs 1, 2 of 3 and stops "
+                 "those outside the top 1/2 there", "log-uniform float in [0.0001, 0.1]",
                  "choice of scratch, finetune", "(only when loss = focal)", "lr=0.001", "loss=focal",
                  "2 CPU and 0.5 GPU per trial", "runs 3 trial(s) at once",  # min(4, 6 // 2, 2 // 0.5)
                  "(10 trials + 1 baseline) x 3 epochs = 33 epochs", "top 2 trial(s) and the baseline",
@@ -129,6 +131,18 @@ def test_plan_text(tmp_path):
         assert text in plan, f"{text!r} not in:\n{plan}"
     assert "runs 1 trial(s) at once" in format_plan(space, cluster_cpus=2, cluster_gpus=8)
     assert "WARNING: no trial fits" in format_plan(space, cluster_cpus=1, cluster_gpus=0)
+
+
+@pytest.mark.parametrize("grace, max_epochs, bracket, rungs", [
+    (1, 6, 0, [1, 2, 4]), (1, 8, 0, [1, 2, 4]), (3, 6, 0, [3]), (2, 2, 0, []), (1, 6, 1, [2, 4]), (1, 6, 2, [4]),
+])
+def test_asha_rungs_are_rays_milestones(grace, max_epochs, bracket, rungs):
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    from search_spaces import asha_rungs
+
+    milestones = sorted(m for m, _ in _Bracket(grace, max_epochs, ASHA_REDUCTION, bracket)._rungs if m < max_epochs)
+    assert asha_rungs(grace, max_epochs, bracket) == milestones == rungs
 
 
 def test_plan_of_a_grid_and_a_pareto(tmp_path):
