@@ -34,7 +34,7 @@ objective: {{metric: val/accuracy, mode: max}}
 budget: {{trials: {trials}, max_epochs: {epochs}, scheduler: {scheduler}, grace_epochs: {grace}, sampler: {sampler},
           seed: {seed}, final_top: 0}}
 resources: {{cpu: 1, gpu: 0, concurrent: {concurrent}}}
-fixed: {{batch_size: 64, num_workers: 0, lr_schedule: cosine}}
+fixed: {{batch_size: 64, num_workers: 0, lr_schedule: cosine, ema_decay: {ema}}}
 baseline: {{model: small_cnn_tiny, loss: ce, lr: 1.0e-3}}
 space:
   model: {{choice: {models}}}
@@ -65,11 +65,11 @@ def write_data(path: Path, train: int, val: int, test: int, size: int, seed: int
 
 
 def run(work: Path, name: str, grid: dict, *, sampler: str, scheduler: str, trials: int, epochs: int, seed: int,
-        concurrent: int, grace: int = 1) -> float:
+        concurrent: int, grace: int = 1, ema: float = 0.0) -> float:
     from scanner.sweep import run_sweep
 
     text = SPACE.format(name=name, trials=trials, epochs=epochs, scheduler=scheduler, sampler=sampler, seed=seed,
-                        concurrent=concurrent, grace=grace, **grid)
+                        concurrent=concurrent, grace=grace, ema=ema, **grid)
     (work / f"{name}.yaml").write_text(text)
     t0 = time.perf_counter()
     code = run_sweep(str(work / f"{name}.yaml"), f"sqlite:///{work / 'mlflow.db'}", quiet=True)
@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--concurrent", type=int, default=2)
     ap.add_argument("--grace", type=int, default=1, help="ASHA's grace_epochs (the scanner's default: 1)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="ema_decay of every trial, grid included (0 = off): the EMA weights are evaluated")
     ap.add_argument("--smoke", action="store_true", help="8-config grid, 2 epochs, 1 seed, small data")
     ap.add_argument("--work", help="a folder to work in; an earlier run's data and finished grid there are "
                                    "reused (the grid is seeded and deterministic, and takes most of the hour)")
@@ -139,12 +141,14 @@ def main() -> None:
     os.chdir(work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     if (work / "scans" / "grid" / "optuna_study.json").exists():  # written when the grid sweep finished
+        if f"ema_decay: {args.ema}}}" not in (work / "grid.yaml").read_text():
+            raise SystemExit(f"the grid in {work} ran with another --ema (see its grid.yaml): use another --work")
         grid_s = float("nan")
         print(f"P4: reusing the finished grid in {work}")
     else:
         write_data(work / "p4.h5", args.train, args.val, 1000 if not args.smoke else 200, args.size, seed=0)
         grid_s = run(work, "grid", grid, sampler="grid", scheduler="fifo", trials=n_grid, epochs=args.epochs,
-                     seed=0, concurrent=args.concurrent)
+                     seed=0, concurrent=args.concurrent, ema=args.ema)
     grid_stream = [e for e in epoch_stream(uri, "grid") if not e[3]]  # the grid's own 36 configs, not the baseline
     grid_epochs = len(grid_stream)
     _, best_acc, best_err, _ = max(grid_stream, key=lambda e: e[1])
@@ -156,7 +160,7 @@ def main() -> None:
     for seed in args.seeds:
         name = free_name(work, f"asha{seed}")
         secs = run(work, name, grid, sampler="tpe", scheduler="asha", trials=args.asha_trials,
-                   epochs=args.epochs, seed=seed, concurrent=args.concurrent, grace=args.grace)
+                   epochs=args.epochs, seed=seed, concurrent=args.concurrent, grace=args.grace, ema=args.ema)
         stream = epoch_stream(uri, name)
         need = epochs_to_reach(stream, bar)
         best = max(e[1] for e in stream)
