@@ -133,6 +133,23 @@ def test_plan_text(tmp_path):
     assert "WARNING: no trial fits" in format_plan(space, cluster_cpus=1, cluster_gpus=0)
 
 
+@pytest.mark.parametrize("fixed, space, budget, noted", [
+    ({}, {}, {}, True),  # the default schedule is cosine, annealed at max_epochs
+    ({"lr_schedule": "step"}, {}, {}, True),
+    ({}, {"lr_schedule": {"choice": ["constant", "onecycle"]}}, {}, True),
+    ({"ema_decay": 0.99}, {}, {}, False),  # the EMA weights are evaluated
+    ({}, {"ema_decay": {"choice": [0.0, 0.99]}}, {}, False),  # the sweep itself will show the effect
+    ({"lr_schedule": "constant"}, {}, {}, False),
+    ({}, {}, {"scheduler": "fifo"}, False),
+    ({}, {}, {"grace_epochs": 6}, False),  # no comparison before the end
+])
+def test_plan_notes_asha_against_an_annealed_schedule(tmp_path, fixed, space, budget, noted):
+    doc = {**DOC, "fixed": {"batch_size": 32, **fixed}, "space": {"lr": DOC["space"]["lr"], **space},
+           "budget": {"max_epochs": 6, **budget}}
+    plan = format_plan(load_space(write(tmp_path, doc), require_data=False), cluster_cpus=2, cluster_gpus=0)
+    assert ("comparisons at epochs 1, 2, 4" in plan and "ema_decay: 0.99" in plan) == noted, plan
+
+
 @pytest.mark.parametrize("grace, max_epochs, bracket, rungs", [
     (1, 6, 0, [1, 2, 4]), (1, 8, 0, [1, 2, 4]), (3, 6, 0, [3]), (2, 2, 0, []), (1, 6, 1, [2, 4]), (1, 6, 2, [4]),
 ])
