@@ -4,6 +4,7 @@
                                                           [--train 8000] [--val 10000] [--size 16]
     .venv/bin/python benchmarks/bench_search_efficiency.py --smoke     # minutes, not hours: checks the plumbing
     .venv/bin/python benchmarks/bench_search_efficiency.py --work /tmp/bench_p4_x   # reuse that folder's grid
+    .venv/bin/python benchmarks/bench_search_efficiency.py --ema 0.99 --work /tmp/bench_p4_ema  # EMA weights evaluated
 
 Long (the full grid is 36 configs x --epochs epochs on 10k validation events): run it by hand.
 
