@@ -184,7 +184,6 @@ class SparingBaseline(TrialScheduler):
 # --------------------------------------------------------------------------------------------- factories
 
 
-
 def make_sampler(space):
     """The Optuna sampler of ``budget.sampler``, seeded; TPE with a start-up sized to the budget."""
     import optuna
