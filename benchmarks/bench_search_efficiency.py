@@ -142,7 +142,9 @@ def main() -> None:
     os.chdir(work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     if (work / "scans" / "grid" / "optuna_study.json").exists():  # written when the grid sweep finished
-        if f"ema_decay: {args.ema}}}" not in (work / "grid.yaml").read_text():
+        import yaml
+
+        if float(yaml.safe_load((work / "grid.yaml").read_text())["fixed"].get("ema_decay", 0.0)) != args.ema:
             raise SystemExit(f"the grid in {work} ran with another --ema (see its grid.yaml): use another --work")
         grid_s = float("nan")
         print(f"P4: reusing the finished grid in {work}")
