@@ -3,11 +3,13 @@
     from reports import build_report
     build_report("demo", "sqlite:////abs/mlflow.db", Path("report"))   # -> report/index.html
 
-Never imports ray, torch or trainables; optuna only inside the importance function.
+Never imports ray or torch, nor anything that does (import-linter keeps it so); optuna only inside the importance
+function. The names and the physics it shares with training come from ``trainables.contract`` and
+``trainables.physics``, which import neither.
 """
 
 from reports._build import build_report, document, preload, write_report
-from reports._fetch import SweepRuns, Trial, load_sweep
+from reports._fetch import SweepRuns, Trial, client_for, load_sweep
 from reports._importance import Importance, infer_distribution, param_importance
 from reports._pareto import Front, dominates, non_dominated, pareto_front
 from reports._rank import Gain, Ranking, Row, gain_over_baseline, rank, relative_gain, val_test_comparison
@@ -19,6 +21,7 @@ __all__ = [
     "preload",
     "document",
     "load_sweep",
+    "client_for",
     "SweepRuns",
     "Trial",
     "rank",

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from reports._space import SpaceInfo, fetch_space_info
 from reports.errors import ReportInputError
+from trainables.contract import PARENT_ROLE, Tag
 
 PROBE_TIMEOUT_S = 3.0  # a remote store that does not answer within this is reported as unreachable (spec: ~5 s)
 REPORT_NOTE_MARK = "**Report**:"  # the line of the parent's description that a new report replaces
@@ -113,8 +114,9 @@ def client_for(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def load_sweep(sweep_name: str, tracking_uri: str) -> SweepRuns:
-    """Every run of the sweep ``sweep_name`` (= experiment name) in the store at ``tracking_uri``."""
+def load_sweep(sweep_name: str, tracking_uri: str, instance: str | None = None) -> SweepRuns:
+    """Every trial run of the sweep ``sweep_name`` (= experiment name) in the store at ``tracking_uri``: of its
+    latest instance (the latest ``scanner run`` of that name), or of ``instance``."""
     client = client_for(tracking_uri)
     experiment = client.get_experiment_by_name(sweep_name)
     if experiment is None:
@@ -123,7 +125,7 @@ def load_sweep(sweep_name: str, tracking_uri: str) -> SweepRuns:
             f"no sweep named '{sweep_name}' in {tracking_uri}; known sweeps: {', '.join(known) or '(none)'}"
         )
     runs = _search_all(client, experiment.experiment_id)
-    parent = _find_parent(runs, sweep_name)
+    parent = _find_parent(runs, sweep_name, instance)
     children = [r for r in runs if parent is None or r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     children = [r for r in children if r is not parent]
     trials = [_trial_from_run(r) for r in children]
@@ -145,8 +147,12 @@ def _search_all(client, experiment_id: str) -> list:
             return runs
 
 
-def _find_parent(runs: list, sweep_name: str):
-    tagged = [r for r in runs if r.data.tags.get("scan.role") == "parent"]
+def _find_parent(runs: list, sweep_name: str, instance: str | None):
+    """The parent of ``instance``, else the latest parent: each ``scanner run`` of a name has its own."""
+    tagged = sorted((r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE),
+                    key=lambda r: r.info.start_time or 0, reverse=True)
+    if instance is not None:
+        tagged = [r for r in tagged if r.data.tags.get(Tag.INSTANCE) == instance] or tagged
     if tagged:
         return tagged[0]
     named = [r for r in runs if r.info.run_name == sweep_name and "mlflow.parentRunId" not in r.data.tags]

@@ -1,12 +1,7 @@
-"""Which exceptions are bad input (one line, exit 2) rather than a bug (traceback)."""
+"""How a command ends other than by bad input (``trainables.errors.BadInput``: one line, exit 2)."""
 
 from __future__ import annotations
 
-from trainables.errors import BadInput
 
-
-def bad_input_types() -> tuple[type[BaseException], ...]:
-    """BadInput from trainables/search_spaces/scanner, plus reports' own (reports may not import trainables)."""
-    from reports.errors import ReportInputError
-
-    return (BadInput, ReportInputError)
+class Interrupted(Exception):
+    """Ctrl-C, handled: the message says what was kept and what to run next (exit 130)."""

@@ -12,14 +12,17 @@ from search_spaces._loader import load_space, parse_set, space_hash
 from search_spaces._optuna import DefineByRun, define_by_run, finite_points, grid_size, grid_space, suggest
 from search_spaces._plan import (ASHA_REDUCTION, HYPERBAND_BRACKETS, asha_rungs, check_resources, format_plan,
                                  trials_at_once)
-from search_spaces._resolve import baseline_config, train_config, trial_config
-from search_spaces._schema import Budget, Objective, Param, Resources, SpaceFile
+from search_spaces._resolve import baseline_config, ran_params, sampled_keys, train_config, trial_config
+from search_spaces._schema import SCHEDULERS, Budget, Objective, Param, Resources, SpaceFile
+from search_spaces.samplers import SAMPLERS
 
 SHIPPED = ("lartpc_3class.yaml", "lartpc_transfer.yaml", "lartpc_direction.yaml", "demo.yaml")
 
 __all__ = [
     "ASHA_REDUCTION",
     "HYPERBAND_BRACKETS",
+    "SAMPLERS",
+    "SCHEDULERS",
     "SHIPPED",
     "Budget",
     "DefineByRun",
@@ -37,6 +40,8 @@ __all__ = [
     "grid_space",
     "load_space",
     "parse_set",
+    "ran_params",
+    "sampled_keys",
     "space_hash",
     "suggest",
     "train_config",

@@ -11,7 +11,7 @@ from search_spaces._keys import bad, near_hint
 from search_spaces._schema import Objective, Param
 from trainables.config import DataConfig, TrialConfig
 from trainables.errors import BadInput
-from trainables.metric_names import logged_metrics, objective_candidates
+from trainables.contract import logged_metrics, metric_key, objective_candidates
 
 PER_CLASS = ("efficiency", "purity", "fom", "auc")  # val/<family>/<class name>
 PER_TARGET = ("bias", "rms", "skew")  # val/<family>/<target name>
@@ -153,8 +153,14 @@ def check_objective(shown: str, objective: Objective, task: str, classes: list[s
 
 def check_metric(shown: str, path: str, metric: str, task: str, classes: list[str] | None,
                  targets: list[str] | None) -> None:
-    if metric in logged_metrics(task, classes or (), targets or ()):
+    logged = logged_metrics(task, classes or (), targets or ())
+    if metric in logged:
         return
+    head, _, leaf = metric.rpartition("/")
+    if head and f"{head}/{metric_key(leaf)}" in logged:
+        raise bad(shown, path, f"'{metric}' names a class or target by its real name",
+                  f"metric names use its metric key: write '{head}/{metric_key(leaf)}' (characters other than "
+                  "letters, digits, _ - . become _)")
     if metric.startswith("test/"):
         raise bad(shown, path, f"'{metric}' is measured once, after the sweep", f"optimise 'val/{metric[5:]}'")
     names_unknown = classes is None if task == "classification" else targets is None

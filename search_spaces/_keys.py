@@ -98,7 +98,7 @@ def check_trial_value(shown: str, path: str, key: str, value: Any) -> None:
     hint = trial_hints()[key]
     if not accepts(hint, value):
         raise bad(shown, path, f"{value!r} is not a valid {key} (expected {type_name(hint)})",
-                  f"give {key} a value of that type (see the trial-key table in DESIGN.md)")
+                  f"give {key} a value of that type (see the trial-key table in docs/spaces.md)")
     if key in LIMITS and isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high, high_inclusive = LIMITS[key]
         too_low = value <= low if key in POSITIVE else value < low

@@ -26,9 +26,7 @@ from search_spaces._keys import (
 )
 from search_spaces._params import parse_space
 from search_spaces._schema import (
-    MULTI_OBJECTIVE_SAMPLERS,
     OBJECTIVE_KEYS,
-    SAMPLERS,
     SCHEDULERS,
     TOP_KEYS,
     Budget,
@@ -37,6 +35,7 @@ from search_spaces._schema import (
     SpaceFile,
 )
 from search_spaces._yaml import read_yaml, scalar
+from search_spaces.samplers import SAMPLERS
 from trainables.config import TASKS, DataConfig
 from trainables.errors import BadInput
 
@@ -114,7 +113,7 @@ def parse_data(shown: str, data: Any, base_dir: Path) -> DataConfig:
     try:
         return DataConfig.from_dict(data, base_dir=base_dir, where=f"{shown}: data")
     except TypeError as exc:
-        raise bad(shown, "data", str(exc), "check the data keys against DESIGN.md") from None
+        raise bad(shown, "data", str(exc), "check the data keys against docs/spaces.md") from None
 
 
 def _default_mode(metric: str) -> str:
@@ -168,10 +167,10 @@ def parse_budget(shown: str, budget: Any, multi_objective: bool) -> Budget:
     if values["final_top"] > values["trials"]:
         raise bad(shown, "budget.final_top", f"{values['final_top']} top trials out of {values['trials']}",
                   "keep final_top <= trials")
-    for key, allowed in (("scheduler", SCHEDULERS), ("sampler", SAMPLERS)):
+    for key, allowed in (("scheduler", SCHEDULERS), ("sampler", SAMPLERS.names())):
         if values[key] not in allowed:
             raise bad(shown, f"budget.{key}", f"unknown {key} '{values[key]}'", near_hint(values[key], allowed))
-    if multi_objective and values["sampler"] not in MULTI_OBJECTIVE_SAMPLERS:
+    if multi_objective and values["sampler"] not in SAMPLERS.names(multi_objective=True):
         raise bad(shown, "budget.sampler", f"{values['sampler']} optimises a single objective, but objective.also "
                   "is set", "use sampler: nsga2 or tpe for several objectives")
     return Budget(**values)

@@ -8,7 +8,7 @@ resume: ``define_by_run`` therefore returns a picklable object, not a closure.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from search_spaces._keys import bad
 from search_spaces._schema import Param, SpaceFile
@@ -34,12 +34,20 @@ def _suggest_one(trial: Any, p: Param) -> Any:
 
 
 class DefineByRun:
-    """``fn(trial) -> constants``: suggests the space; returns the fixed values and active ``value`` params."""
+    """``fn(trial) -> constants``: suggests the space; returns the fixed values and active ``value`` params.
+
+    A searcher may set ``user_attrs`` before it asks: the trial being defined gets them (e.g. the id of the Tune trial
+    it becomes); ``last_number`` is the Optuna number of the trial defined last."""
 
     def __init__(self, space: SpaceFile):
         self.space = space
+        self.user_attrs: dict[str, Any] = {}
+        self.last_number: int | None = None
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
+        self.last_number = trial.number
+        for key, value in self.user_attrs.items():
+            trial.set_user_attr(key, value)
         chosen = suggest(trial, self.space)
         constants = {k: v for k, v in self.space.fixed.items() if k not in self.space.space}
         constants.update({k: v for k, v in chosen.items() if self.space.space[k].kind == "value"})
@@ -49,7 +57,7 @@ class DefineByRun:
         return f"DefineByRun({self.space.name!r}, {len(self.space.varied_keys)} varied keys)"
 
 
-def define_by_run(space: SpaceFile) -> Callable[[Any], dict[str, Any] | None]:
+def define_by_run(space: SpaceFile) -> DefineByRun:
     """The ``space`` argument of ``ray.tune.search.optuna.OptunaSearch``."""
     return DefineByRun(space)
 

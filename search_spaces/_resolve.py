@@ -35,3 +35,22 @@ def baseline_config(space: SpaceFile) -> TrialConfig:
 def train_config(space: SpaceFile) -> TrialConfig:
     """What ``scanner train`` trains: ``fixed`` + ``baseline`` + the ``--set`` overrides (which win)."""
     return baseline_config(space)
+
+
+def ran_params(space: SpaceFile, sampled: dict[str, Any] | None) -> dict[str, Any]:
+    """What a trial ran, as MLflow params: ``fixed`` plus the searched values that were active (a conditional whose
+    ``when`` is false was never suggested), or for the baseline (``sampled`` None) ``fixed`` + ``baseline``. Defaults
+    set nowhere are left out (the run's ``config.yaml`` holds the full config), and so is an ``init`` that a
+    scratch trial ignores."""
+    values = {**space.fixed, **(space.baseline or {}), **space.overrides} if sampled is None else {
+        **space.fixed, **{k: v for k, v in sampled.items() if k in space.space}}
+    if values.get("mode", "scratch") == "scratch":
+        values.pop("init", None)
+    return values
+
+
+def sampled_keys(space: SpaceFile, sampled: dict[str, Any] | None) -> list[str]:
+    """The searched keys a trial drew (``scan.varied``), in suggestion order; none for the baseline."""
+    if sampled is None:
+        return []
+    return [k for k in space.varied_keys if k in sampled]

@@ -1,4 +1,4 @@
-"""The typed form of a search-space YAML (DESIGN.md, "Search-space YAML": a contract).
+"""The typed form of a search-space YAML (docs/spaces.md: a contract).
 
 Plain frozen dataclasses; ``_loader.py`` fills them in after validating the YAML, so everything downstream may
 trust them.
@@ -16,8 +16,6 @@ TOP_KEYS = ("name", "task", "data", "objective", "budget", "resources", "fixed",
 OBJECTIVE_KEYS = ("metric", "mode", "also")
 PARAM_KEYS = ("choice", "float", "int", "value", "log", "step", "when")
 SCHEDULERS = ("asha", "hyperband", "fifo")
-SAMPLERS = ("tpe", "cmaes", "random", "grid", "nsga2")
-MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random", "grid")  # Optuna's CmaEsSampler is single-objective only
 
 
 @dataclass(frozen=True)

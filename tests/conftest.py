@@ -9,7 +9,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DISABLE_DASHBOARD", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("RAY_worker_niceness", "0")  # as scanner._cluster.ray_init does for a private Ray
+os.environ.setdefault("RAY_worker_niceness", "0")  # as scanner.cluster.ray_init does for a private Ray
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

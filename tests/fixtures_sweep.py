@@ -70,8 +70,8 @@ def import_project_before_chdir() -> None:
     would be found first as a namespace package and shadow the real one."""
     import importlib
 
-    for name in ("search_spaces", "trainables.loop", "trainables.data", "scanner.sweep", "scanner.resume",
-                 "scanner.finals", "scanner._callbacks", "scanner._searcher", "scanner.init_resolve"):
+    for name in ("search_spaces", "trainables.loop", "trainables.data", "scanner.sweep.lifecycle",
+                 "scanner.targets"):
         importlib.import_module(name)
     try:
         importlib.import_module("reports")
@@ -107,7 +107,7 @@ def tiny_sweep(tmp_path_factory, ray_session) -> TinySweep:
     import io
 
     import_project_before_chdir()
-    from scanner.sweep import run_sweep
+    from scanner.sweep.lifecycle import run_sweep
 
     folder = tmp_path_factory.mktemp("tiny_sweep")
     space = write_tiny_space(folder, "tiny")

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.checkpoint import PREDICTIONS_FILE, write_confusion
+from trainables.checkpoint import write_confusion
+from trainables.contract import Artifact
+from trainables.files import atomic_output
 
 
 @dataclass
@@ -78,8 +80,7 @@ def write_artifacts(folder: Path, outs: SplitOutputs, events, data_cfg, confusio
     folder.mkdir(parents=True, exist_ok=True)
     if confusion is not None:
         write_confusion(folder, events.class_names, confusion)
-    tmp = folder / (PREDICTIONS_FILE + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_output(folder / Artifact.PREDICTIONS) as tmp, h5py.File(tmp, "w") as f:
         f["index"] = outs.index
         if events.class_names is not None:
             f["label"] = outs.truth.astype(np.int64)
@@ -98,4 +99,3 @@ def write_artifacts(folder: Path, outs: SplitOutputs, events, data_cfg, confusio
             restored = np.empty_like(values)
             restored[order] = values
             f[name] = restored
-    tmp.replace(folder / PREDICTIONS_FILE)

@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from trainables._metrics_stats import check_weights, weighted_fraction_err, weighted_roc_auc
+from trainables.contract import metric_key
+from trainables.physics import check_weights, weighted_fraction_err, weighted_roc_auc
 
 
 def _check_inputs(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +52,8 @@ def classification_metrics(
 
     Returns ``(metrics, confusion)``. Per class ``c``: ``efficiency/c`` (recall: weighted fraction of true c predicted
     as c), ``purity/c`` (precision: weighted fraction of predicted c that are true c), ``fom/c`` = efficiency x purity
-    and ``auc/c`` (one-vs-rest ROC AUC on the class-c score). Also ``accuracy``. The prediction is the argmax.
+    and ``auc/c`` (one-vs-rest ROC AUC on the class-c score). Also ``accuracy``. The prediction is the argmax. ``c`` is
+    the class name's metric key (``trainables.contract.metric_key``: ``nue+CC`` -> ``nue_CC``).
 
     Errors (``<name>_err``) are 1-sigma Wilson half-widths at the Kish effective count ``(sum w)^2 / sum w^2``, with
     the weighted fraction as the observed proportion. ``fom/c_err`` propagates the efficiency and purity errors as if
@@ -67,7 +69,8 @@ def classification_metrics(
     correct = predicted == labels
     metrics: dict[str, float] = {}
     _put_fraction(metrics, "accuracy", weighted_fraction_err(correct, w))
-    for c, name in enumerate(class_names):
+    for c, real_name in enumerate(class_names):
+        name = metric_key(real_name)  # nue+CC -> nue_CC: MLflow refuses most punctuation in metric names
         is_true, is_pred = labels == c, predicted == c
         _put_fraction(metrics, f"efficiency/{name}", weighted_fraction_err(correct[is_true], w[is_true]))
         _put_fraction(metrics, f"purity/{name}", weighted_fraction_err(correct[is_pred], w[is_pred]))

@@ -10,65 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from trainables._metrics_stats import bootstrap_quantile_err, check_weights, weighted_quantile
-from trainables.errors import BadInput
-
-DIRECTIONS = {"unit_vector": 3, "theta_phi": 2}  # direction attribute -> number of targets it needs
-_RESOLUTION_Q = 0.68  # the 68 % containment angle, the usual single-number angular resolution
-
-
-def wrap_phi(x: np.ndarray) -> np.ndarray:
-    """Wrap angles in radians into (-π, π] (π stays π, -π becomes π)."""
-    wrapped = np.pi - np.mod(np.pi - np.asarray(x, dtype=float), 2.0 * np.pi)
-    return np.where(wrapped <= -np.pi, wrapped + 2.0 * np.pi, wrapped)  # mod can round up to exactly 2π
-
-
-def _check_direction(direction: str | None, n_targets: int) -> None:
-    if direction is None:
-        return
-    if direction not in DIRECTIONS:
-        raise BadInput(f"direction attribute '{direction}' is unknown; use one of {sorted(DIRECTIONS)} or leave it out")
-    if n_targets != DIRECTIONS[direction]:
-        raise BadInput(
-            f"direction '{direction}' needs {DIRECTIONS[direction]} targets, the `targets` dataset has {n_targets}; "
-            "fix the file's `direction` attribute or its targets"
-        )
-
-
-def theta_phi_to_unit(angles: np.ndarray) -> np.ndarray:
-    """(N, 2) polar angle θ and azimuth φ in radians -> (N, 3) unit vectors (sinθ cosφ, sinθ sinφ, cosθ)."""
-    theta, phi = angles[:, 0], angles[:, 1]
-    return np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=1)
-
-
-def _normalised(vectors: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(norm > 0, vectors / norm, np.nan)  # a zero vector has no direction
-
-
-def opening_angle_deg(pred: np.ndarray, target: np.ndarray, direction: str) -> np.ndarray:
-    """Per-event 3D angle in degrees between predicted and true directions.
-
-    ``direction`` is "unit_vector" (K = 3, vectors need not be normalised) or "theta_phi" (K = 2, radians). Uses
-    atan2(|a x b|, a . b), which stays accurate for tiny angles where arccos of a dot product does not. A zero-length
-    predicted vector has no direction: its angle is NaN.
-    """
-    pred, target = np.atleast_2d(np.asarray(pred, dtype=float)), np.atleast_2d(np.asarray(target, dtype=float))
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {sorted(DIRECTIONS)}, got {direction!r}")
-    _check_direction(direction, pred.shape[1])
-    if direction == "theta_phi":
-        pred, target = theta_phi_to_unit(pred), theta_phi_to_unit(target)
-    a, b = _normalised(pred), _normalised(target)
-    cross = np.linalg.norm(np.cross(a, b), axis=1)
-    return np.degrees(np.arctan2(cross, np.sum(a * b, axis=1)))
-
-
-def _is_azimuth(name: str, index: int, direction: str | None) -> bool:
-    """φ is a target named ``phi`` (or ``<something>_phi``), or the 2nd column of a theta_phi direction."""
-    lowered = name.lower()
-    return lowered == "phi" or lowered.endswith("_phi") or (direction == "theta_phi" and index == 1)
+from trainables.contract import metric_key
+from trainables.physics import (RESOLUTION_Q, bootstrap_quantile_err, check_direction, check_weights, is_azimuth,
+                                normalised, opening_angle_deg, weighted_quantile, wrap_phi)
 
 
 def _residual_moments(residual: np.ndarray, weights: np.ndarray) -> dict[str, float]:
@@ -108,19 +52,19 @@ def regression_metrics(
         raise ValueError(f"pred {pred.shape} and target {target.shape} must both be (N, {len(target_names)})")
     if not np.all(np.isfinite(pred)):
         raise ValueError("predictions contain NaN or inf (a diverged model should stop as TrialDiverged before this)")
-    _check_direction(direction, pred.shape[1])
+    check_direction(direction, pred.shape[1])
     w = check_weights(weights, pred.shape[0])
     if pred.shape[0] == 0 or float(np.sum(w)) <= 0:
         return {}
     if direction == "unit_vector":
-        pred = np.nan_to_num(_normalised(pred))  # a zero vector stays zero: a 1-unit residual per true component
+        pred = np.nan_to_num(normalised(pred))  # a zero vector stays zero: a 1-unit residual per true component
     metrics: dict[str, float] = {}
     for index, name in enumerate(target_names):
         residual = pred[:, index] - target[:, index]
-        if _is_azimuth(name, index, direction):
+        if is_azimuth(name, index, direction):
             residual = wrap_phi(residual)
         for key, value in _residual_moments(residual, w).items():
-            metrics[f"{key}/{name}"] = value
+            metrics[f"{key}/{metric_key(name)}"] = value
     if direction is not None:
         metrics.update(_resolution(pred, target, direction, w, n_bootstrap, seed))
     return metrics
@@ -135,8 +79,8 @@ def _resolution(
     pred: np.ndarray, target: np.ndarray, direction: str, weights: np.ndarray, n_bootstrap: int, seed: int
 ) -> dict[str, float]:
     angle = np.nan_to_num(opening_angle_deg(pred, target, direction), nan=180.0)
-    out = {"resolution68_deg": weighted_quantile(angle, _RESOLUTION_Q, weights)}
-    err = bootstrap_quantile_err(angle, _RESOLUTION_Q, weights, n_bootstrap, seed)
+    out = {"resolution68_deg": weighted_quantile(angle, RESOLUTION_Q, weights)}
+    err = bootstrap_quantile_err(angle, RESOLUTION_Q, weights, n_bootstrap, seed)
     if err is not None:
         out["resolution68_deg_err"] = err
     return out

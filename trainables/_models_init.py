@@ -11,21 +11,21 @@ filters are averaged and repeated over the C views, scaled by 3/C, so a uniform 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
 
+from trainables.contract import Artifact
+from trainables.environ import scoped_environ
 from trainables.errors import BadInput
 
 if TYPE_CHECKING:
     from trainables.models import DetectorNet
 
-STATE_FILE = "state.pt"  # as trainables/checkpoint.py writes it
 HUB_PREFIX = "hub:"
 HUB_TIMEOUT_S = 2.0  # one TCP connect: offline is answered at once instead of after timm/hf's retries
 SHOW_KEYS = 3  # keys listed per kind of mismatch; the count says how many more
@@ -47,10 +47,10 @@ def _numpy_globals() -> list[Any]:
 
 def _read(path: Path, init: str) -> Any:
     if path.is_dir():
-        path = path / STATE_FILE
+        path = path / Artifact.STATE
     if not path.is_file():
         raise BadInput(
-            f"init '{init}': {path} does not exist; give a checkpoint folder (with {STATE_FILE}) or a .pt file"
+            f"init '{init}': {path} does not exist; give a checkpoint folder (with {Artifact.STATE}) or a .pt file"
         )
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
@@ -207,20 +207,6 @@ def _hf_offline_env() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     """timm builds the RGB model with its weights (ours then adapts the channels, as for torchvision)."""
     import timm
@@ -232,7 +218,7 @@ def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:
         old = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
         cached = str(old) if old.is_file() else None
     if cached is not None:
-        with _env(HF_HUB_OFFLINE="1"):
+        with scoped_environ(HF_HUB_OFFLINE="1"):
             model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": cached})
         return model.state_dict()
     host = urlparse(constants.ENDPOINT).hostname if cfg.hf_hub_id else urlparse(cfg.url or "").hostname

@@ -8,18 +8,15 @@ without the YAML. ``ema_model`` holds the plain averaged weights: the model that
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-STATE_FILE = "state.pt"
-CONFUSION_FILE = "confusion.json"
-PREDICTIONS_FILE = "predictions.h5"
+from trainables.contract import Artifact
+from trainables.files import atomic_output, atomic_write_text
 
 
 def rng_state() -> dict[str, Any]:
@@ -38,22 +35,31 @@ def seed_everything(seed: int) -> None:
 
 def save_state(folder: Path, state: dict[str, Any]) -> Path:
     """Atomic write: a crash mid-save must not leave a truncated ``state.pt`` that resume would trip over."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".state-", suffix=".pt")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, folder / STATE_FILE)
-    return folder / STATE_FILE
+    with atomic_output(folder / Artifact.STATE) as tmp:
+        torch.save(state, tmp)
+    return folder / Artifact.STATE
 
 
 def load_state(folder: Path) -> dict[str, Any]:
     """Full state for resume. RNG states and numpy arrays need pickled objects, so this is not weights_only."""
     path = Path(folder)
-    path = path / STATE_FILE if path.is_dir() else path
+    path = path / Artifact.STATE if path.is_dir() else path
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def newest_loadable(folders: list[Path]) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The first of ``folders`` (newest first) whose state loads, and the ones skipped with the reason why."""
+    skipped = []
+    for folder in folders:
+        try:
+            load_state(folder)
+        except Exception as exc:  # noqa: BLE001  truncated, corrupt or refused: the next one may be intact
+            skipped.append((Path(folder), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"))
+            continue
+        return Path(folder), skipped
+    return None, skipped
+
+
 def write_confusion(folder: Path, class_names: list[str], confusion: np.ndarray) -> Path:
-    path = folder / CONFUSION_FILE
-    path.write_text(json.dumps({"class_names": list(class_names), "counts": np.asarray(confusion).tolist()}))
-    return path
+    text = json.dumps({"class_names": list(class_names), "counts": np.asarray(confusion).tolist()})
+    return atomic_write_text(folder / Artifact.CONFUSION, text)

@@ -1,6 +1,6 @@
 """Typed configs for one trial (Ray Tune's ``tune_config.py`` style): dataclasses that reject unknown keys.
 
-``TrialConfig`` holds the trial keys of DESIGN.md's table with their defaults; ``DataConfig`` says where the
+``TrialConfig`` holds the trial keys (docs/spaces.md) with their defaults; ``DataConfig`` says where the
 events are and what the datasets are called; ``TrialSpec`` is everything one call of the training loop needs.
 """
 
@@ -18,6 +18,13 @@ TASKS = ("classification", "regression")
 MODES = ("scratch", "finetune", "frozen")
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LOSS = {"classification": "ce", "regression": "smooth_l1"}
+SEED_STRIDE = 100_003  # a prime: seeds derived from different (seed, k) pairs never coincide for k < SEED_STRIDE
+
+
+def derived_seed(seed: int, k: int) -> int:
+    """The seed of step ``k`` of something seeded by ``seed`` (an epoch of a trial, a re-ask of the searcher):
+    it depends on (seed, k) only, so a resumed run draws what an uninterrupted one drew."""
+    return int(seed) * SEED_STRIDE + int(k)
 
 
 def _reject_unknown(cls: type, values: Mapping[str, Any], where: str) -> None:

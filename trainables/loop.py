@@ -19,7 +19,7 @@ from torch import nn
 
 from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables.checkpoint import load_state, rng_state, save_state, seed_everything
-from trainables.config import DataConfig, TrialConfig, TrialSpec
+from trainables.config import DataConfig, TrialConfig, TrialSpec, derived_seed
 from trainables.errors import TrialDiverged
 from trainables.metrics import prefixed
 from trainables.reporting import Reporter, TrialOutcome
@@ -126,7 +126,7 @@ def _train_epoch(p: _Parts, epoch: int, telemetry, progress: bool) -> float:
 
     cfg = p.spec.trial
     set_train_mode(p.model, cfg.mode)
-    _reseed_order(p.train_loader, cfg.seed * 100_003 + epoch)
+    _reseed_order(p.train_loader, derived_seed(cfg.seed, epoch))
     loss_sum = torch.zeros((), device=p.device, dtype=torch.float64)
     weight_sum = torch.zeros((), device=p.device, dtype=torch.float64)
     batches = telemetry.timed(p.train_loader)
@@ -200,7 +200,7 @@ def _best_block(metrics: dict[str, float], objective: str, epoch: int) -> dict[s
     return block
 
 
-def _state(p: _Parts, epoch: int, best: dict[str, float]) -> dict[str, Any]:
+def _state(p: _Parts, epoch: int, best: dict[str, float], metrics: dict[str, float]) -> dict[str, Any]:
     spec = p.spec
     return {
         "model": p.model.state_dict(),
@@ -211,6 +211,7 @@ def _state(p: _Parts, epoch: int, best: dict[str, float]) -> dict[str, Any]:
         "scaler": p.scaler.state_dict() if p.scaler is not None else None,
         "epoch": epoch,
         "best": best,
+        "metrics": metrics,  # this epoch's report: a trial restored at its last epoch reports it again
         "rng": rng_state(),
         "config": spec.trial.as_params(),
         "meta": {
@@ -225,7 +226,7 @@ def _state(p: _Parts, epoch: int, best: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def _restore(p: _Parts, folder: Path) -> tuple[int, dict[str, float]]:
+def _restore(p: _Parts, folder: Path) -> tuple[int, dict[str, float], dict[str, float]]:
     state = load_state(folder)
     p.model.load_state_dict(state["model"])
     p.optimizer.load_state_dict(state["optimizer"])
@@ -234,7 +235,7 @@ def _restore(p: _Parts, folder: Path) -> tuple[int, dict[str, float]]:
         p.ema.load_state_dict(state["ema"])
     if p.scaler is not None and state.get("scaler") is not None:
         p.scaler.load_state_dict(state["scaler"])
-    return int(state["epoch"]), dict(state.get("best") or {})
+    return int(state["epoch"]), dict(state.get("best") or {}), dict(state.get("metrics") or {})
 
 
 def train_trial(spec: TrialSpec, reporter: Reporter, progress: bool = False) -> TrialOutcome:
@@ -242,16 +243,20 @@ def train_trial(spec: TrialSpec, reporter: Reporter, progress: bool = False) -> 
     from trainables.telemetry import EpochTelemetry
 
     p = _build(spec)
-    start, best = 0, {}
+    start, best, last = 0, {}, {}
     resume = reporter.resume_from()
     if resume is not None:
-        start, best = _restore(p, Path(resume))
+        start, best, last = _restore(p, Path(resume))
+        if start >= spec.max_epochs and last:  # killed after its last epoch: say again how it ended
+            reporter.report(start, last, Path(resume), is_best=best.get("best/epoch") == start)
+            return TrialOutcome(status="completed", epochs=start, best=best)
     telemetry = EpochTelemetry(p.device)
+    Path(spec.workdir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=spec.workdir))
     epoch = start
     try:
         for epoch in range(start + 1, spec.max_epochs + 1):
-            seed_everything(spec.trial.seed * 100_003 + epoch)
+            seed_everything(derived_seed(spec.trial.seed, epoch))
             telemetry.start_epoch()
             try:
                 train_loss = _train_epoch(p, epoch, telemetry, progress)
@@ -266,7 +271,7 @@ def train_trial(spec: TrialSpec, reporter: Reporter, progress: bool = False) -> 
             if is_best:
                 best = _best_block(metrics, spec.objective, epoch)
             metrics.update(best)
-            save_state(workdir, _state(p, epoch, best))
+            save_state(workdir, _state(p, epoch, best, metrics))
             reporter.report(epoch, metrics, workdir, is_best)
     finally:
         telemetry.close()

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 from trainables.config import TrialConfig
 from trainables.errors import BadInput
+from trainables.physics import DIRECTIONS
 from trainables.registry import Registry
 
 __all__ = ["LOSSES", "create_loss", "class_weights", "theta_phi_to_unit", "opening_angle"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[Callable[..., LossFn]] = Registry("loss")
-DIRECTIONS = {"unit_vector": 3, "theta_phi": 2}  # direction attribute -> number of targets
 
 
 # --- classification ----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     metrics, confusion = classification_metrics(scores, labels, class_names, weights)
     reporter.report(prefixed(metrics, "val"))          # -> "val/accuracy", "val/efficiency/nue", ...
 
-Names follow DESIGN.md "MLflow layout" (see ``trainables.metric_names``) and come back without the split prefix.
+Names follow docs/mlflow.md (see ``trainables.contract``) and come back without the split prefix.
 Undefined metrics are absent, never 0. ``<name>_err`` is a 1-sigma uncertainty: Wilson for fractions, bootstrap for
 the angular resolution.
 """
@@ -11,8 +11,8 @@ the angular resolution.
 from __future__ import annotations
 
 from trainables._metrics_classification import classification_metrics
-from trainables._metrics_regression import opening_angle_deg, regression_metrics, wrap_phi
-from trainables._metrics_stats import weighted_quantile, wilson_err
+from trainables._metrics_regression import regression_metrics
+from trainables.physics import opening_angle_deg, weighted_quantile, wilson_err, wrap_phi
 
 __all__ = [
     "classification_metrics",

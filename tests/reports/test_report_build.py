@@ -153,16 +153,12 @@ def test_cli_report_prints_the_path_and_imports_no_ray_or_torch(built, tmp_path)
     assert "last epoch" in (tmp_path / "rep" / "index.html").read_text()
 
 
-def test_reports_source_never_imports_ray_torch_or_trainables_and_optuna_only_lazily():
+def test_reports_imports_optuna_only_lazily():
+    """Optuna (and scikit-learn behind its importance) is the slowest import of a report: only where needed."""
     import ast
 
     for path in sorted((REPO / "reports").glob("*.py")):
         tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            for name in names:
-                assert name.split(".")[0] not in ("ray", "torch", "trainables"), f"{path.name} imports {name}"
         top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         for node in top:
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scanner.cli import main
-from trainables.metric_names import PERF, SYS_CPU
+from trainables.contract import PERF, SYS_CPU
 
 
 def write_space(folder: Path, h5: Path, extra: str = "") -> Path:

@@ -7,7 +7,8 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from scanner._searcher import BASELINE_KEY, MAX_REASKS, TPE_REASKS, BaselineFirst, make_searcher
+from scanner.sweep.searcher import MAX_REASKS, TPE_REASKS, BaselineFirst, make_searcher
+from scanner.sweep.results import BASELINE_KEY
 from search_spaces import load_space
 
 
@@ -29,9 +30,33 @@ class Scripted(Searcher):
         self.completed.append((trial_id, error))
 
 
+class SpaceFn:
+    """What the searcher asks of the define-by-run function: the attrs it tags trials with, their number."""
+
+    user_attrs: dict = {}
+    last_number = None
+
+
+class Queue:
+    def __init__(self):
+        self.items = []
+
+    def enqueue(self, params):
+        self.items.append(params)
+
+
+def wrap(inner, study=None, **kwargs) -> BaselineFirst:
+    return BaselineFirst(inner, SpaceFn(), study or Queue(), max_epochs=2, multi_objective=False, **kwargs)
+
+
+def without_baseline(searcher: BaselineFirst) -> BaselineFirst:
+    assert searcher.suggest("base") == {BASELINE_KEY: True}
+    return searcher
+
+
 def test_baseline_first_then_a_repeat_is_reasked():
     inner = Scripted([{"lr": 1}, {"lr": 1}, {"lr": 2}])
-    searcher = BaselineFirst(inner)
+    searcher = wrap(inner)
     assert searcher.suggest("b") == {BASELINE_KEY: True}
     assert searcher.suggest("t1") == {"lr": 1}
     assert searcher.suggest("t2") == {"lr": 2}
@@ -44,22 +69,22 @@ def test_baseline_first_then_a_repeat_is_reasked():
 
 def test_repeats_beyond_the_reasks_run_rather_than_stall():
     inner = Scripted([{"lr": 1}] * (MAX_REASKS + 2))
-    searcher = BaselineFirst(inner, with_baseline=False)
+    searcher = without_baseline(wrap(inner))
     assert searcher.suggest("t1") == {"lr": 1}
     assert searcher.suggest("t2") == {"lr": 1}
     assert len(inner.asked) == MAX_REASKS + 2 and inner.asked[-1] == f"t2~{MAX_REASKS}"
 
 
 def test_a_finite_space_hands_over_unseen_configs_then_finishes():
-    queue = []
+    queue = Queue()
 
     class StuckOnOne(Scripted):  # a sampler that proposes lr=1 forever, unless a config was enqueued
         def suggest(self, trial_id):
             self.asked.append(trial_id)
-            return queue.pop(0) if queue else {"lr": 1}
+            return queue.items.pop(0) if queue.items else {"lr": 1}
 
     inner = StuckOnOne([])
-    searcher = BaselineFirst(inner, with_baseline=False, points=[{"lr": 1}, {"lr": 2}], enqueue=queue.append)
+    searcher = without_baseline(wrap(inner, queue, points=[{"lr": 1}, {"lr": 2}]))
     assert searcher.suggest("t1") == {"lr": 1}
     assert searcher.suggest("t2") == {"lr": 2}
     assert len(inner.asked) == 1 + TPE_REASKS + 1  # t1, the repeats the sampler got to leave lr=1, the enqueued one
@@ -67,10 +92,10 @@ def test_a_finite_space_hands_over_unseen_configs_then_finishes():
 
 
 def test_wrapper_state_survives_save_and_restore(tmp_path):
-    searcher = BaselineFirst(Scripted([{"lr": 1}, {"lr": 1}, {"lr": 2}, {"lr": 2}, {"lr": 3}]))
+    searcher = wrap(Scripted([{"lr": 1}, {"lr": 1}, {"lr": 2}, {"lr": 2}, {"lr": 3}]))
     searcher.suggest("b"), searcher.suggest("t1"), searcher.suggest("t2")
     searcher.save(str(tmp_path / "s.pkl"))
-    restored = BaselineFirst(Scripted([]))
+    restored = wrap(Scripted([]))
     restored.restore(str(tmp_path / "s.pkl"))
     assert restored.baseline_trial_id == "b" and restored.inner_ids["t2"] == "t2~1"
     assert restored.suggest("t3") == {"lr": 3}  # lr=2 was handed out before the snapshot
@@ -105,9 +130,9 @@ def _tpe_configs(space, storage: str, trials: int) -> list[tuple]:
 
 
 def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_space, tmp_path, monkeypatch):
-    import scanner._searcher
+    import scanner.sweep.searcher
 
-    monkeypatch.setattr(scanner._searcher, "MAX_REASKS", 0)
+    monkeypatch.setattr(scanner.sweep.searcher, "MAX_REASKS", 0)
     plain = _tpe_configs(discrete_space, f"sqlite:///{tmp_path / 'plain.db'}", 12)
     assert len(set(plain)) < len(plain)  # the case the wrapper exists for
     monkeypatch.undo()
@@ -127,7 +152,7 @@ def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path)
     train it a second time, and the space then finishes one config early."""
     from dataclasses import replace
 
-    from scanner._searcher import baseline_twin
+    from scanner.sweep.searcher import baseline_twin
     from search_spaces import finite_points
 
     space = replace(discrete_space, baseline={"model": "small_cnn_tiny", "loss": "ce", "lr": 1.0e-3})

@@ -28,23 +28,24 @@ def tiny_space(tmp_path, monkeypatch):
 
 
 def test_ray_that_does_not_start_ends_the_parent_failed(tiny_space, monkeypatch):
-    import scanner.sweep
+    import scanner.sweep.lifecycle as lifecycle
 
     space, uri = tiny_space
 
     def no_ray(address):
         raise RuntimeError("raylet did not come up")
 
-    monkeypatch.setattr(scanner.sweep, "ray_init", no_ray)
+    monkeypatch.setattr(lifecycle, "ray_init", no_ray)
     with pytest.raises(RuntimeError, match="raylet"):
-        scanner.sweep.run_sweep(str(space), uri, quiet=True)
+        lifecycle.run_sweep(str(space), uri, quiet=True)
     parents, runs = _parent(uri, "startup")
     assert len(parents) == 1 and len(runs) == 1  # the set-up thread opened the parent before Ray failed
     assert parents[0].info.status == "FAILED" and parents[0].data.tags["scan.status"] == "failed"
 
 
 def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_session):
-    import scanner.sweep
+    import scanner.sweep.lifecycle as lifecycle
+    from scanner.sweep.setup import scans_root
 
     space, uri = tiny_space
 
@@ -52,12 +53,12 @@ def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_ses
         def fit(self):
             raise RuntimeError("controller bug")
 
-    monkeypatch.setattr(scanner.sweep, "new_tuner", lambda sweep, callback, ctx: BrokenTuner())
+    monkeypatch.setattr(lifecycle, "new_tuner", lambda sweep, driver: BrokenTuner())
     with pytest.raises(RuntimeError, match="controller bug"):
-        scanner.sweep.run_sweep(str(space), uri, quiet=True)
+        lifecycle.run_sweep(str(space), uri, quiet=True)
     parents, _ = _parent(uri, "startup")
     assert [p.info.status for p in parents] == ["FAILED"] and parents[0].data.tags["scan.status"] == "failed"
-    assert (scanner.sweep.scans_root() / "startup" / "scan.json").exists()  # kept: 'scanner resume' needs it
+    assert (scans_root() / "startup" / "scan.json").exists()  # kept: 'scanner resume' needs it
 
 
 @pytest.mark.slow
@@ -65,7 +66,7 @@ def test_private_ray_runs_trials_at_normal_priority(tmp_path):
     """Ray's own default is nice 15: every other process, the driver included, would preempt the trials."""
     script = (
         "import os, ray\n"
-        "from scanner._cluster import ray_init\n"
+        "from scanner.cluster import ray_init\n"
         "assert ray_init(None)\n"
         "print('NICE', ray.get(ray.remote(lambda: os.nice(0)).remote()), flush=True)\n"
         "ray.shutdown()\n"

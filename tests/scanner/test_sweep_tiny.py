@@ -66,7 +66,6 @@ def test_child_runs_carry_contract_tags_params_and_metrics(runs, tiny_sweep):
                     "scan.class_names", "scan.checkpoint"):
             assert tags.get(key), key
         assert json.loads(tags["scan.class_names"]) == ["NC", "nueCC", "numuCC"]  # the file's class_names
-        assert set(c.data.params) >= {"model", "loss", "lr", "batch_size", "ema_decay", "seed"}
         assert c.data.params["batch_size"] == "32"
         history = client.get_metric_history(c.info.run_id, "val/accuracy")
         steps = [m.step for m in history]
@@ -76,6 +75,25 @@ def test_child_runs_carry_contract_tags_params_and_metrics(runs, tiny_sweep):
         assert {a.path for a in client.list_artifacts(c.info.run_id, "val")} == {"val/confusion.json",
                                                                                "val/predictions.h5"}
         assert tags["scan.checkpoint"].startswith(str(tiny_sweep.folder / "scans" / "tiny" / "ray"))
+
+
+def test_params_are_what_each_trial_ran_and_config_yaml_holds_the_rest(runs, tmp_path):
+    """A cross-entropy trial shows no focal_gamma; defaults set nowhere are not params; config.yaml has them all."""
+    import yaml
+
+    client, _, children = runs
+    fixed = {"batch_size", "num_workers"}
+    for c in children:
+        params = set(c.data.params)
+        varied = json.loads(c.data.tags["scan.varied"])
+        if c.data.tags["scan.baseline"] == "true":
+            assert params == fixed | {"model", "loss", "lr"} and varied == []  # fixed + baseline; nothing sampled
+        else:
+            active = {"model", "loss", "lr"} | ({"focal_gamma"} if c.data.params["loss"] == "focal" else set())
+            assert params == fixed | active and set(varied) == active
+        config = yaml.safe_load(open(client.download_artifacts(c.info.run_id, "config.yaml", str(tmp_path))))
+        assert {"ema_decay", "seed", "focal_gamma", "momentum", "lr", "model"} <= set(config)
+        assert all(str(config[k]) == v for k, v in c.data.params.items())
 
 
 def test_finals_on_the_test_split_for_baseline_and_top(runs):
@@ -110,7 +128,7 @@ def test_second_run_of_the_same_name_exits_2(tiny_sweep, monkeypatch, capsys):
 
 
 def test_best_of_resolves_to_the_best_trial_checkpoint(runs, tiny_sweep):
-    from scanner.init_resolve import resolve_init
+    from scanner.targets import resolve_init
 
     _, _, children = runs
     best = max(children, key=lambda c: c.data.metrics["best/val/accuracy"])

@@ -9,8 +9,9 @@ import pytest
 from fixtures_sweep import free_port
 from mlflow.tracking import MlflowClient
 
-from scanner import _mlflow_http as tracking_http
+from scanner.tracking import http_env as tracking_http
 from scanner import tracking
+from scanner.tracking.naming import short_value
 from trainables.errors import BadInput
 
 
@@ -19,7 +20,7 @@ def test_run_name_reads_like_the_trial():
     assert tracking.trial_run_name(7, params, ["model", "loss", "lr"], False) == "t07 resnet34 focal lr=3e-3"
     base = {"model": "resnet18", "loss": "ce", "lr": 1e-3}
     assert tracking.trial_run_name(0, base, ["lr"], True) == "t00 baseline resnet18 ce lr=1e-3"
-    assert tracking.short_value(0.25) == "0.25" and tracking.short_value(1.5e-4) == "1.5e-4"
+    assert short_value(0.25) == "0.25" and short_value(1.5e-4) == "1.5e-4"
 
 
 def test_trial_tags_hold_the_contract_names():

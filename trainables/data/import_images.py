@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data._files import atomic_output, progress_bar
+from trainables.files import atomic_output, progress_bar
 from trainables.data.schema import hash_split
 from trainables.errors import BadInput
 

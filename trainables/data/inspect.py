@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import DataConfig
-from trainables.data._files import atomic_output, progress_bar
+from trainables.files import atomic_output, progress_bar
 from trainables.data.schema import SPLITS, EventFile, open_events, open_h5, read_labels
 from trainables.errors import BadInput
 

@@ -1,4 +1,4 @@
-"""The HDF5 schema (DESIGN.md, Data): validate a file once, cheaply, and describe it as an ``EventFile``.
+"""The HDF5 schema (docs/data.md): validate a file once, cheaply, and describe it as an ``EventFile``.
 
 Every break of the schema is a ``BadInput`` with one line: the file, the dataset, what was expected, the fix.
 """
@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import DataConfig
+from trainables.contract import colliding_keys
 from trainables.errors import BadInput
+from trainables.physics import DIRECTIONS
 
 SPLITS = ("train", "val", "test")
-DIRECTIONS = {"unit_vector": 3, "theta_phi": 2}
 NAN_CHECK_EVENTS = 4  # events read at each end of the file on open; `data inspect` scans them all
 SCALE_SAMPLE_EVENTS = 32  # events spread over the file that set the pixel scale
 
@@ -138,6 +139,7 @@ def _labels(f, path, cfg: DataConfig, n: int) -> tuple[np.ndarray, list[str]]:
     if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
         raise BadInput(f"{path}: dataset '{cfg.labels}' has values in [{labels.min()}, {labels.max()}]; expected "
                        f"0..{len(names) - 1} ({len(names)} class_names); fix: relabel, or the class_names attribute")
+    _check_metric_keys(path, "class_names", names)
     return labels, names
 
 
@@ -154,7 +156,16 @@ def _targets(f, path, cfg: DataConfig, n: int) -> tuple[list[str], str | None]:
     if len(names) != ds.shape[1]:
         raise BadInput(f"{path}: attribute target_names has {len(names)} names for '{cfg.targets}' of shape "
                        f"{ds.shape}; expected {ds.shape[1]}; fix: one name per target column")
+    _check_metric_keys(path, "target_names", names)
     return names, (str(direction) if direction is not None else None)
+
+
+def _check_metric_keys(path, attribute: str, names: list[str]) -> None:
+    """Metric names carry each name through ``metric_key``; two names that meet there would mix their figures."""
+    for key, group in colliding_keys(names).items():
+        raise BadInput(f"{path}: attribute {attribute} has {' and '.join(repr(n) for n in group)}, which share the "
+                       f"metric name key '{key}' (characters other than letters, digits, _ - . become _); fix: rename "
+                       "one of them (for PNG imports, rename its folder)")
 
 
 def _split_codes(f, path, cfg: DataConfig, n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from trainables.data import _lartpc as phys
-from trainables.data._files import atomic_output, progress_bar
+from trainables.files import atomic_output, progress_bar
 from trainables.data.schema import hash_split
 from trainables.errors import BadInput
 

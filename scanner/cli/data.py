@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scanner.cli import OneLineParser, example_help
+from scanner.cli.common import OneLineParser, example_help
 
 IMPORT_LAYOUT = """\
 folder layout (the DUNE CVN tutorial style):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 
+import ray
+
+from search_spaces import SpaceFile, check_resources
+from trainables.environ import scoped_environ
 from trainables.errors import BadInput
 
 # Ray runs its workers at nice 15, so the driver (and any other job on the node) preempts the trials, and a trial's
@@ -14,8 +19,6 @@ WORKER_NICENESS = "RAY_worker_niceness"
 
 def ray_init(address: str | None) -> bool:
     """A private local Ray unless --address; never attaches by accident. True when this call started it."""
-    import ray
-
     if address:
         probe_address(address)
     if ray.is_initialized():  # a caller (a test session, a notebook) already chose the cluster
@@ -24,10 +27,11 @@ def ray_init(address: str | None) -> bool:
         if address and address.startswith("ray://"):
             ray.init(address=address)  # Ray Client takes no local-node options
         else:
-            if not address:
-                os.environ.setdefault(WORKER_NICENESS, "0")
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+            # read when the node starts its workers: the user's own setting wins, and the process gets it back
+            niceness = os.environ.get(WORKER_NICENESS, "0" if not address else None)
+            with scoped_environ(**{WORKER_NICENESS: niceness}):
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR")
     except ConnectionError as exc:
         if not address:
             raise
@@ -38,8 +42,6 @@ def ray_init(address: str | None) -> bool:
 
 def probe_address(address: str, timeout_s: float = 5.0) -> None:
     """host:port (or ray://host:port) that nobody listens on: one line now, not Ray's minutes of GCS retries."""
-    import socket
-
     hostport = address.split("://", 1)[-1]
     if address == "auto" or ":" not in hostport:
         return  # 'auto' finds the address itself, and fails fast when there is none
@@ -53,26 +55,24 @@ def probe_address(address: str, timeout_s: float = 5.0) -> None:
 
 
 def cluster_resources() -> tuple[float, float]:
-    import ray
-
     res = ray.cluster_resources()
     return float(res.get("CPU", 0)), float(res.get("GPU", 0))
 
 
-def check_cluster(sweep) -> None:
+def check_cluster(space: SpaceFile) -> None:
     """Resources the joined cluster cannot give are bad input (a trial would stay PENDING forever)."""
-    from search_spaces import check_resources
-
-    check_resources(sweep.space, *largest_node(sweep.space.resources))
+    check_resources(space, *largest_node(space.resources))
 
 
 def largest_node(res) -> tuple[float, float]:
     """CPUs and GPUs of a live node that can hold one trial (else the biggest): a trial's bundle never spans nodes."""
-    import ray
-
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if not nodes:
         return cluster_resources()
     fitting = [r for r in nodes if r.get("CPU", 0) >= res.cpu and r.get("GPU", 0) >= res.gpu]
     node = fitting[0] if fitting else max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)))
     return float(node.get("CPU", 0)), float(node.get("GPU", 0))
+
+
+def stop_ray() -> None:
+    ray.shutdown()

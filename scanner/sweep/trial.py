@@ -6,32 +6,37 @@ Runs inside a Tune worker. Ray 2.60 runs Train V2: ``ray.tune.report`` / ``tune.
 
 from __future__ import annotations
 
-import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EPOCH_MARK = "scan_epoch.json"  # written into each checkpoint, so the driver knows its epoch and whether it is best
-FAILURE_KEY = "scan_failure"  # in the last result of a trial whose loss went NaN (a failure, not a crash)
-SCORE_KEY = "scan_checkpoint_score"  # Tune keeps the checkpoint the loop called best, not a later tie
+import torch
+from ray import tune
+
+from scanner.sweep.results import EPOCH_KEY, FAILURE_KEY, IS_BEST_KEY, SCORE_KEY, is_baseline, write_mark
+from search_spaces import SpaceFile, baseline_config, trial_config
+from trainables.checkpoint import newest_loadable
+from trainables.config import TrialConfig, TrialSpec
+from trainables.loop import train_trial
+
 WORST = 1e308  # a non-best epoch's score; finite, so every logger and comparison takes it
+CHECKPOINT_GLOB = "checkpoint_*"  # Tune's folders of a trial's kept checkpoints
 
 
 @dataclass
 class SweepContext:
     """What every trial needs besides its sampled params; travels through ``tune.with_parameters``."""
 
-    space: Any  # search_spaces.SpaceFile
+    space: SpaceFile
     init_map: dict[str, str] = field(default_factory=dict)  # best-of:/run: -> checkpoint path, resolved by the driver
     threads: int = 1  # torch intra-op threads = the trial's CPUs
+    scratch: str = ""  # the sweep's scratch folder: the loop's checkpoints before Tune copies them
 
 
-def resolve_config(space, config: dict[str, Any], init_map: dict[str, str] | None = None):
+def resolve_config(space: SpaceFile, config: dict[str, Any], init_map: dict[str, str] | None = None) -> TrialConfig:
     """The trial's full TrialConfig from its Tune config (the baseline marker or Optuna's sampled values)."""
-    from scanner._searcher import is_baseline
-    from search_spaces import baseline_config, trial_config
-
     sampled = {k: v for k, v in config.items() if not k.startswith("_scan")}
     cfg = baseline_config(space) if is_baseline(config) else trial_config(space, sampled)
     if init_map and cfg.init in init_map:
@@ -47,47 +52,45 @@ class TuneReporter:
         self.last_epoch = 0
 
     def resume_from(self) -> Path | None:
-        from ray import tune
-
+        """The newest kept checkpoint whose state loads: a truncated latest one (a kill during the copy, a full
+        disk) falls back to the intact one beside it, and the trial's log says so."""
         checkpoint = tune.get_checkpoint()
-        return Path(checkpoint.to_directory()) if checkpoint else None
+        if checkpoint is None:
+            return None
+        latest = Path(checkpoint.to_directory())
+        kept = sorted(Path(tune.get_context().get_trial_dir()).glob(CHECKPOINT_GLOB), reverse=True)
+        folder, skipped = newest_loadable([latest, *[k for k in kept if k != latest]])
+        for bad, why in skipped:
+            print(f"scanner: checkpoint {bad} does not load ({why}); trying an earlier one", file=sys.stderr)
+        if folder is not None and skipped:
+            print(f"scanner: resuming from {folder}", file=sys.stderr)
+        return folder
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path, is_best: bool) -> None:
-        from ray import tune
-
-        (Path(checkpoint_dir) / EPOCH_MARK).write_text(json.dumps({"epoch": epoch, "is_best": bool(is_best)}))
+        write_mark(Path(checkpoint_dir), epoch, is_best)
         worst = -WORST if self.mode == "max" else WORST
         score = float(metrics.get(self.objective, worst)) if is_best else worst
-        result = {**metrics, "epoch": epoch, "scan_is_best": bool(is_best), SCORE_KEY: score}
+        result = {**metrics, EPOCH_KEY: epoch, IS_BEST_KEY: bool(is_best), SCORE_KEY: score}
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         self.last_epoch = epoch
 
 
 def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """The Tune function trainable."""
-    import tempfile
-
-    import torch
-    from ray import tune
-
-    from trainables.config import TrialSpec
-    from trainables.loop import train_trial
-
     torch.set_num_threads(max(1, ctx.threads))
     space = ctx.space
-    cfg = resolve_config(space, config, ctx.init_map)
     spec = TrialSpec(
         task=space.task,
         data=space.data,
-        trial=cfg,
+        trial=resolve_config(space, config, ctx.init_map),
         max_epochs=space.budget.max_epochs,
         objective=space.objective.metric,
         objective_mode=space.objective.mode,
-        workdir=tempfile.gettempdir(),  # the loop's scratch folder; Tune copies each checkpoint to its storage
+        workdir=ctx.scratch,  # inside scans/<name>/: a killed trial leaves nothing in the system's temp folder
     )
     reporter = TuneReporter(space.objective.metric, space.objective.mode)
     outcome = train_trial(spec, reporter)
     if outcome.status == "failed":
         # NaN is how Optuna learns of a failed trial (it marks it FAIL); the callback tags the run failed.
         final = {o.metric: math.nan for o in space.objectives}
-        tune.report({**final, "epoch": max(outcome.epochs, reporter.last_epoch), FAILURE_KEY: outcome.failure or "failed"})
+        tune.report({**final, EPOCH_KEY: max(outcome.epochs, reporter.last_epoch), FAILURE_KEY: outcome.failure or "failed"})

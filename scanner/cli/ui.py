@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scanner.cli import example_help
+from scanner.cli.common import example_help
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the UI has no authentication, so it is not exposed unless asked
 DEFAULT_PORT = 5000  # MLflow's own default, which the report's run links assume

@@ -1,6 +1,11 @@
-"""Small statistics shared by the physics metrics: Wilson errors, effective counts, weighted quantiles, weighted AUC.
+"""Numpy-only physics shared by the training loop and the reports: Wilson errors, weighted quantiles and AUC,
+directions (opening angle, phi wrap). No torch: the same code scores a trial in the loop and a ``predictions.h5`` in
+a report or a notebook.
 
-Pure numpy, no torch: the same code scores a trial inside the loop and a ``predictions.h5`` in a notebook.
+    wilson_err(k, n)                             # 1-sigma Wilson half-width
+    weighted_quantile(values, 0.68, weights)     # equals np.quantile for unit weights
+    opening_angle_deg(pred, target, "unit_vector")
+    wrap_phi(residual)                           # into (-pi, pi]
 """
 
 from __future__ import annotations
@@ -139,3 +144,63 @@ def weighted_roc_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarr
     w_neg = np.bincount(group, weights=np.where(positive, 0.0, weights), minlength=unique.size)
     neg_below = np.cumsum(w_neg) - w_neg
     return float(np.sum(w_pos * (neg_below + 0.5 * w_neg)) / (w_pos_total * w_neg_total))
+
+
+# --------------------------------------------------------------------------------------------- directions
+
+DIRECTIONS = {"unit_vector": 3, "theta_phi": 2}  # direction attribute -> number of targets it needs
+RESOLUTION_Q = 0.68  # the 68 % containment angle, the usual single-number angular resolution
+
+
+def wrap_phi(x: np.ndarray) -> np.ndarray:
+    """Wrap angles in radians into (-π, π] (π stays π, -π becomes π)."""
+    wrapped = np.pi - np.mod(np.pi - np.asarray(x, dtype=float), 2.0 * np.pi)
+    return np.where(wrapped <= -np.pi, wrapped + 2.0 * np.pi, wrapped)  # mod can round up to exactly 2π
+
+
+def check_direction(direction: str | None, n_targets: int) -> None:
+    if direction is None:
+        return
+    if direction not in DIRECTIONS:
+        raise BadInput(f"direction attribute '{direction}' is unknown; use one of {sorted(DIRECTIONS)} or leave it out")
+    if n_targets != DIRECTIONS[direction]:
+        raise BadInput(
+            f"direction '{direction}' needs {DIRECTIONS[direction]} targets, the `targets` dataset has {n_targets}; "
+            "fix the file's `direction` attribute or its targets"
+        )
+
+
+def theta_phi_to_unit(angles: np.ndarray) -> np.ndarray:
+    """(N, 2) polar angle θ and azimuth φ in radians -> (N, 3) unit vectors (sinθ cosφ, sinθ sinφ, cosθ)."""
+    theta, phi = angles[:, 0], angles[:, 1]
+    return np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=1)
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, vectors / norm, np.nan)  # a zero vector has no direction
+
+
+def opening_angle_deg(pred: np.ndarray, target: np.ndarray, direction: str) -> np.ndarray:
+    """Per-event 3D angle in degrees between predicted and true directions.
+
+    ``direction`` is "unit_vector" (K = 3, vectors need not be normalised) or "theta_phi" (K = 2, radians). Uses
+    atan2(|a x b|, a . b), which stays accurate for tiny angles where arccos of a dot product does not. A zero-length
+    predicted vector has no direction: its angle is NaN.
+    """
+    pred, target = np.atleast_2d(np.asarray(pred, dtype=float)), np.atleast_2d(np.asarray(target, dtype=float))
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {sorted(DIRECTIONS)}, got {direction!r}")
+    check_direction(direction, pred.shape[1])
+    if direction == "theta_phi":
+        pred, target = theta_phi_to_unit(pred), theta_phi_to_unit(target)
+    a, b = normalised(pred), normalised(target)
+    cross = np.linalg.norm(np.cross(a, b), axis=1)
+    return np.degrees(np.arctan2(cross, np.sum(a * b, axis=1)))
+
+
+def is_azimuth(name: str, index: int, direction: str | None) -> bool:
+    """φ is a target named ``phi`` (or ``<something>_phi``), or the 2nd column of a theta_phi direction."""
+    lowered = name.lower()
+    return lowered == "phi" or lowered.endswith("_phi") or (direction == "theta_phi" and index == 1)

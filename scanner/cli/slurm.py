@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scanner.cli import example_help
+from scanner.cli.common import example_help
+from scanner.slurm import sbatch_script
+from search_spaces import check_resources, load_space
+from trainables.errors import BadInput
+from trainables.files import atomic_write_text
 
 
 def register(sub, parent) -> None:
@@ -26,10 +30,6 @@ def register(sub, parent) -> None:
 
 
 def slurm_command(args) -> int:
-    from scanner.slurm import sbatch_script
-    from search_spaces import check_resources, load_space
-    from trainables.errors import BadInput
-
     if args.nodes < 1 or args.gpus_per_node < 0:
         raise BadInput(f"--nodes {args.nodes} --gpus-per-node {args.gpus_per_node}: need >= 1 node and >= 0 GPUs")
     space = load_space(args.space, require_data=False)  # the data may live only on the cluster's file system
@@ -39,10 +39,6 @@ def slurm_command(args) -> int:
     if not args.out:
         print(text, end="")
         return 0
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    tmp.replace(out)
+    out = atomic_write_text(Path(args.out), text, executable=True)
     print(f"wrote {out}; submit it with: sbatch {out}")
     return 0

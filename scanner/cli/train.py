@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from scanner.cli import example_help
+from scanner.cli.common import example_help
 
 
 def register(sub, parent) -> None:
@@ -65,7 +65,7 @@ def _replace_tree(src: Path, dst: Path) -> None:
 def run_train(args) -> int:
     from mlflow.tracking import MlflowClient
 
-    from scanner.init_resolve import resolve_init
+    from scanner.targets import resolve_init
     from scanner.tracking import check_reachable, ensure_experiment, git_sha, trial_run_name, trial_tags
     from search_spaces import load_space, parse_set, train_config
     from trainables.config import TrialSpec

@@ -1,4 +1,4 @@
-"""MLflow helpers shared by ``scanner run`` and ``scanner train``, and the spooled single writer.
+"""The spooled single writer: every MLflow write of a sweep goes through it.
 
 The writer exists because MLflow's own HTTP retries block the caller: a tracking server that goes away would stall
 the sweep. Every call on ``MlflowWriter`` only appends to a small sqlite journal next to the sweep and returns; one
@@ -10,11 +10,10 @@ store, and ``(run, metric, step)`` is logged at most once.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -22,142 +21,18 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from scanner._mlflow_http import hold_fail_fast, release_fail_fast
-from trainables.checkpoint import CONFUSION_FILE, PREDICTIONS_FILE
-from trainables.errors import BadInput
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from scanner.tracking.http_env import hold_fail_fast, release_fail_fast
+from scanner.tracking.store import find_runs_by_tag
 
 PARENT_KEY = "parent"  # the journal's key for the sweep's parent run; trials use Tune's trial id
-SHOWN_FIRST = ("model", "loss")  # what a trial is, at a glance: printed bare, without key=
-MAX_NAME_KEYS = 4  # run names stay readable in the MLflow UI's run list
 MAX_BATCH_METRICS = 1000  # MLflow's log_batch limit
 MAX_BATCH_PARAMS = 100  # MLflow's log_batch limit
 MAX_BATCH_TAGS = 100  # MLflow's log_batch limit
 PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST", "RESOURCE_ALREADY_EXISTS"}
-
-
-# --------------------------------------------------------------------------------------------- small helpers
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, in one line, when the store cannot be written; before anything is created."""
-    if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-        except requests.RequestException as exc:
-            raise BadInput(
-                f"MLflow tracking server {uri} does not answer ({type(exc).__name__}); start it "
-                f"(scanner ui / mlflow server) or pass --tracking-uri sqlite:///mlflow.db"
-            ) from None
-        return
-    if uri.startswith("sqlite:///") or uri.startswith("file:"):
-        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:") else Path(uri[len("file:"):].lstrip("/"))
-        path = Path("/" + str(path).lstrip("/"))
-        folder = path.parent if uri.startswith("sqlite:") else path
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise BadInput(f"MLflow store {uri}: {folder} is a file, not a folder; pass --tracking-uri elsewhere")
-        if not os.access(folder, os.W_OK):
-            raise BadInput(f"MLflow store {uri}: folder {folder} is not writable; pass --tracking-uri elsewhere")
-
-
-def ensure_experiment(client, name: str) -> str:
-    """The sweep's experiment id, created once, in the driver (trials never create experiments: ray#36257)."""
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        return client.create_experiment(name)
-    if exp.lifecycle_stage == "deleted":
-        raise BadInput(
-            f"MLflow experiment '{name}' exists but is deleted; restore it (mlflow experiments restore "
-            f"--experiment-id {exp.experiment_id}) or give the sweep a new name"
-        )
-    return exp.experiment_id
-
-
-def git_sha() -> str | None:
-    """The code version of this checkout, or None outside git (an installed wheel)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=3
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def short_value(value: Any) -> str:
-    """3e-3 rather than 0.003000000001: names must read at a glance."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
-        mantissa, exponent = f"{value:.1e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(exponent)}"
-    return f"{value:.3g}"
-
-
-def trial_run_name(index: int, params: Mapping[str, Any], varied: Iterable[str], baseline: bool) -> str:
-    """``t07 resnet34 focal lr=3e-3``; ``t00 baseline resnet18 ce lr=1e-3``."""
-    varied = list(varied)
-    words = [f"t{index:02d}"] + (["baseline"] if baseline else [])
-    words += [str(params[k]) for k in SHOWN_FIRST if params.get(k) is not None]
-    rest = [k for k in varied if k not in SHOWN_FIRST and params.get(k) is not None]
-    words += [f"{k}={short_value(params[k])}" for k in rest[:MAX_NAME_KEYS]]
-    return " ".join(words)
-
-
-def trial_tags(
-    name: str,
-    trial_id: str,
-    *,
-    space_hash: str,
-    git_sha: str | None = None,
-    data_hash: str | None = None,
-    baseline: bool = False,
-    varied: Iterable[str] = (),
-    class_names: Iterable[str] | None = None,
-    target_names: Iterable[str] | None = None,
-) -> dict[str, str]:
-    """The contract tags of a child run (DESIGN.md, "MLflow layout"). ``name`` is the sweep's."""
-    tags = {
-        "scan.name": name,
-        "scan.trial_id": trial_id,
-        "scan.space_hash": space_hash,
-        "scan.baseline": "true" if baseline else "false",
-        "scan.varied": json.dumps(list(varied)),
-    }
-    if git_sha:
-        tags["scan.git_sha"] = git_sha
-    if data_hash:
-        tags["scan.data_hash"] = data_hash
-    if class_names is not None:
-        tags["scan.class_names"] = json.dumps(list(class_names))
-    if target_names is not None:
-        tags["scan.target_names"] = json.dumps(list(target_names))
-    return tags
-
-
-def checkpoint_artifact_files(checkpoint_dir: Path) -> list[Path]:
-    """The evaluation artifacts of a checkpoint folder (never state.pt: weights stay in Tune's storage)."""
-    names = (CONFUSION_FILE, PREDICTIONS_FILE)
-    return [p for p in (Path(checkpoint_dir) / n for n in names) if p.exists()]
-
-
-def log_checkpoint_artifacts(client, run_id: str, checkpoint_dir: Path, artifact_path: str = "val") -> list[str]:
-    """Log confusion.json + predictions.h5 of a checkpoint folder under ``artifact_path``; returns what was logged."""
-    files = checkpoint_artifact_files(checkpoint_dir)
-    for f in files:
-        client.log_artifact(run_id, str(f), artifact_path)
-    return [f.name for f in files]
-
-
-def find_runs_by_tag(client, experiment_id: str, tags: Mapping[str, str]) -> list:
-    """Runs of one experiment whose tags match; oldest first, so the original of a duplicate wins."""
-    clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = client.search_runs([experiment_id], filter_string=clauses, max_results=1000)
-    return sorted(runs, key=lambda r: r.info.start_time or 0)
 
 
 def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -183,8 +58,6 @@ class MlflowWriter:
 
     def __init__(self, tracking_uri: str, journal: Path, backoff_max_s: float = 10.0):
         hold_fail_fast()  # released by close
-        from mlflow.tracking import MlflowClient
-
         self.client = MlflowClient(tracking_uri)
         self.journal = Path(journal)
         self.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +138,18 @@ class MlflowWriter:
     def end_run(self, run_key: str, status: str) -> None:
         """FINISHED, KILLED or FAILED: never leave a run RUNNING."""
         self._put("end", run_key, {"status": status})
+
+    def delete_tags(self, run_key: str, keys: Iterable[str]) -> None:
+        self._put("delete_tags", run_key, {"keys": list(keys)})
+
+    def delete_run(self, run_key: str) -> None:
+        """MLflow's soft delete (the run moves to the experiment's trash): for a start that was interrupted."""
+        self._put("delete_run", run_key, {})
+
+    def use_run(self, run_key: str, run_id: str) -> None:
+        """Address an existing run (found by a search) by ``run_key``, without starting it."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO runs (run_key, run_id) VALUES (?, ?)", (run_key, run_id))
 
     # -- observers
 
@@ -352,12 +237,15 @@ class MlflowWriter:
             shutil.rmtree(body["folder"], ignore_errors=True)
         elif kind == "end":
             self.client.set_terminated(self._require(run_id, run_key), status=body["status"])
+        elif kind == "delete_tags":
+            for key in body["keys"]:
+                self.client.delete_tag(self._require(run_id, run_key), key)
+        elif kind == "delete_run":
+            self.client.delete_run(self._require(run_id, run_key))
         return ops[:1]
 
     def _require(self, run_id: str | None, run_key: str) -> str:
         if run_id is None:
-            from mlflow.exceptions import MlflowException
-
             raise MlflowException(f"no run started for {run_key}", error_code="RESOURCE_DOES_NOT_EXIST")
         return run_id
 
@@ -375,15 +263,11 @@ class MlflowWriter:
         else:
             run = self.client.create_run(body["experiment_id"], tags=tags, run_name=body["run_name"])
             run_id = run.info.run_id
-        from mlflow.entities import RunTag
-
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO runs (run_key, run_id) VALUES (?, ?)", (run_key, run_id))
 
     def _log_batch(self, run_key: str, batch: list) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
         run_id = self._require(self.run_id(run_key), run_key)
         metrics, params, tags = [], {}, {}
         for _, kind, _, body in batch:
@@ -399,6 +283,19 @@ class MlflowWriter:
             params=[Param(k, v) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+
+
+class JournalRunIds:
+    """``lookup(run_key) -> MLflow run id or None``, read from a writer's journal: picklable (a path), so an object
+    that Tune pickles (the searcher) can name a trial's run without holding the writer."""
+
+    def __init__(self, journal: Path):
+        self.journal = str(journal)
+
+    def __call__(self, run_key: str) -> str | None:
+        with contextlib.closing(sqlite3.connect(self.journal, timeout=30)) as db:
+            row = db.execute("SELECT run_id FROM runs WHERE run_key=?", (run_key,)).fetchone()
+        return row[0] if row else None
 
 
 def _leading_batch(ops: list) -> list:

@@ -1,4 +1,4 @@
-"""The ``scanner`` command line. Every verb lives in its own ``scanner/_cmd_*.py`` module.
+"""The ``scanner`` command line. Every verb lives in its own module here (``scanner/cli/<verb>.py``).
 
     scanner data synth --out lartpc.h5 --events 5000           # synthetic two-view LArTPC events
     scanner data inspect lartpc.h5 --display events.png         # shapes, classes, splits, an event display
@@ -16,45 +16,18 @@ Exit status: 0 ok, 1 the sweep ran but trials failed, 2 bad input (one line; the
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 import textwrap
-from pathlib import Path
 from typing import Sequence
 
-VERB_MODULES = ("data", "train", "run", "report", "ui", "slurm")
+from scanner.cli import data, report, resume, run, slurm, train, ui
+from scanner.cli.common import OneLineParser, absolute_tracking_uri, common_parent, default_tracking_uri
+from scanner.errors import Interrupted
+from trainables.errors import BadInput
 
+VERBS = (data, train, run, resume, report, ui, slurm)
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage + message; a user wants one line that says what to do."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    """The flag, else ``MLFLOW_TRACKING_URI``, else sqlite in the working folder, made absolute."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return absolute_tracking_uri(env)
-    return f"sqlite:///{((cwd or Path.cwd()) / 'mlflow.db').resolve()}"
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """Tune runs each trial in its own folder: a relative sqlite or file path would point elsewhere there."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    if uri.startswith("file:") or "://" in uri:
-        return uri
-    return Path(uri).resolve().as_uri()
-
-
-def common_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
-    parent.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parent
+__all__ = ["build_parser", "main", "absolute_tracking_uri", "default_tracking_uri"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,28 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineParser)
     sub.required = True
     parent = common_parent()
-    for name in VERB_MODULES:
-        importlib.import_module(f"scanner._cmd_{name}").register(sub, parent)
+    for verb in VERBS:
+        verb.register(sub, parent)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.tracking_uri = absolute_tracking_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri()
-    from scanner.errors import bad_input_types
-
     try:
         return int(args.handler(args) or 0)
-    except bad_input_types() as exc:
+    except BadInput as exc:
         if args.debug:
             raise
         print(f"scanner {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"scanner {args.verb}: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"scanner {args.verb}: interrupted", file=sys.stderr)
         return 130
-
-
-def example_help(text: str) -> dict:
-    """kwargs for ``add_parser`` so every verb's --help ends with a runnable example."""
-    return {"epilog": "example:\n  " + text, "formatter_class": argparse.RawDescriptionHelpFormatter}

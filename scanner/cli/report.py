@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scanner.cli import example_help
+from scanner.cli.common import example_help
 
 
 def register(sub, parent):
@@ -22,7 +22,7 @@ def register(sub, parent):
 
 
 def run_report(args) -> int:
-    from reports import load_sweep, write_report
+    from reports import load_sweep, write_report  # MLflow and pandas: not for --help
 
     out = (args.out or Path("scans") / args.name / "report").resolve()
     sweep = load_sweep(args.name, args.tracking_uri)

@@ -1,8 +1,8 @@
-"""``scanner run SPACE.yaml`` and ``scanner resume NAME``."""
+"""``scanner run SPACE.yaml``: a sweep, or with --dry-run its plan."""
 
 from __future__ import annotations
 
-from scanner.cli import example_help
+from scanner.cli.common import example_help
 
 
 def register(sub, parent) -> None:
@@ -20,28 +20,13 @@ def register(sub, parent) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=run_command)
 
-    r = sub.add_parser(
-        "resume",
-        parents=[parent],
-        help="finish an interrupted sweep from scans/NAME/scan.json",
-        description="Finish an interrupted sweep: Tune restores its trials and searcher; MLflow keeps one run per trial.",
-        **example_help("scanner resume demo"),
-    )
-    r.add_argument("name", help="the sweep name (the folder under scans/)")
-    r.add_argument("--quiet", action="store_true", help="no progress lines")
-    r.set_defaults(handler=resume_command)
-
 
 def run_command(args) -> int:
-    from scanner.sweep import dry_run, run_sweep
+    from scanner.sweep.setup import dry_run  # the sweep's modules load torch and MLflow: not for --help
 
     if args.dry_run:
         print(dry_run(args.space, args.trials))
         return 0
+    from scanner.sweep.lifecycle import run_sweep  # Ray and Tune load only when a sweep really runs
+
     return run_sweep(args.space, args.tracking_uri, address=args.address, trials=args.trials, quiet=args.quiet)
-
-
-def resume_command(args) -> int:
-    from scanner.resume import resume_sweep
-
-    return resume_sweep(args.name, args.tracking_uri, quiet=args.quiet)

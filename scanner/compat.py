@@ -1,0 +1,14 @@
+"""Private third-party APIs the scanner cannot avoid, each behind one small function that a test pins
+(tests/scanner/test_compat.py): when a library changes, one place breaks, loudly.
+"""
+
+from __future__ import annotations
+
+from ray import tune
+from ray.tune import Callback
+
+
+def set_restored_callbacks(tuner: tune.Tuner, callbacks: list[Callback]) -> None:
+    """Ray has no public way to pass callbacks to ``Tuner.restore``: the ones pickled in ``tuner.pkl`` come back
+    (ours pickle as inert stubs: a live writer thread cannot be pickled). Replace them with live ones."""
+    tuner._local_tuner.get_run_config().callbacks = callbacks

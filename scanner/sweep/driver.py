@@ -1,0 +1,150 @@
+"""The driver-side Tune callback: it keeps each trial's state and feeds the one MLflow writer of the sweep.
+
+Trials never talk to MLflow (ray#19978: Ray's own MLflow callback cannot nest runs; ray#36257: experiment creation
+races between workers). Everything goes through ``MlflowWriter``, which never blocks the Tune loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from scanner.sweep.progress import ProgressLine
+from scanner.sweep.results import FAILURE_KEY, IS_BEST_KEY, checkpoint_epoch, is_baseline, read_mark, result_epoch
+from scanner.sweep.states import SweepInfo, TrialState
+from scanner.sweep.trial import resolve_config
+from scanner.tracking import PARENT_KEY, MlflowWriter, checkpoint_artifact_files, trial_run_name, trial_tags
+from search_spaces import ran_params, sampled_keys
+from trainables.contract import MLFLOW_STATUS, Artifact, Status, Tag, tag_value
+from trainables.files import atomic_write_text
+
+DEAD_WORKER = "the trial's worker died"
+
+
+def last_line(text: str | None) -> str:
+    """The line of a failure that says why (a traceback's last line), as text."""
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class SweepDriver(Callback):
+    def __init__(self, info: SweepInfo, writer: MlflowWriter, progress: ProgressLine):
+        self.info, self.writer, self.progress = info, writer, progress
+        self.trials: dict[str, TrialState] = {}
+        self.objective = info.space.objective.metric
+
+    def __getstate__(self):  # tuner.pkl must not carry a thread; resume installs a fresh driver
+        return {"info": None, "writer": None, "progress": None, "trials": {}, "objective": self.objective}
+
+    # -- Tune hooks
+
+    def on_trial_start(self, iteration, trials, trial: Trial, **info):
+        state = self.trials.get(trial.trial_id) or self.adopt(trial.trial_id, trial.config, trial.experiment_tag)
+        state.status = Status.RUNNING
+        self.progress.update(self.trials.values())
+
+    def on_trial_result(self, iteration, trials, trial: Trial, result: dict, **info):
+        state = self._state(trial)
+        if FAILURE_KEY in result:
+            state.failure = str(result[FAILURE_KEY])
+            return
+        epoch = result_epoch(result)
+        state.epochs = max(state.epochs, epoch)
+        metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
+        self.writer.log_metrics(state.trial_id, metrics, step=epoch)
+        if result.get(IS_BEST_KEY):
+            value = result.get(self.objective)
+            state.best_value, state.best_epoch = (float(value) if value is not None else None), epoch
+        self.progress.update(self.trials.values())
+
+    def on_checkpoint(self, iteration, trials, trial: Trial, checkpoint, **info):
+        state = self._state(trial)
+        folder = Path(checkpoint.path)
+        mark = read_mark(folder)
+        if not (mark or {}).get("is_best"):
+            return
+        state.best_checkpoint, state.best_epoch = str(folder), int(mark["epoch"])
+        self.writer.set_tags(state.trial_id, {Tag.CHECKPOINT: str(folder)})
+        self.writer.log_artifacts(state.trial_id, checkpoint_artifact_files(folder), "val")
+
+    def on_trial_recover(self, iteration, trials, trial: Trial, **info):
+        self.progress.say(f"trial {self._state(trial).label} died; retrying from its last epoch checkpoint")
+
+    def on_trial_complete(self, iteration, trials, trial: Trial, **info):
+        state = self._state(trial)
+        state.epochs = max(state.epochs, checkpoint_epoch(trial.checkpoint))  # restored at its end: no new result
+        self.finish(state, self.status_of(state))
+
+    def on_trial_error(self, iteration, trials, trial: Trial, **info):
+        state = self._state(trial)
+        state.failure = error_text(trial.error_file)
+        self.finish(state, Status.FAILED)
+
+    # -- what settling and the lifecycle use
+
+    def status_of(self, state: TrialState) -> str:
+        if state.failure:
+            return Status.FAILED
+        return Status.COMPLETED if state.epochs >= self.info.space.budget.max_epochs else Status.STOPPED_EARLY
+
+    def adopt(self, trial_id: str, config: dict[str, Any], experiment_tag: str = "") -> TrialState:
+        """A trial's state and run: new, or one whose start this driver did not see (restored by a resume)."""
+        space = self.info.space
+        baseline = is_baseline(config)
+        counter = str(experiment_tag).split("_", 1)[0]  # Tune's 1-based trial counter
+        index = int(counter) - 1 if counter.isdigit() else len(self.trials)  # the baseline is t00
+        sampled = None if baseline else {k: v for k, v in config.items() if not k.startswith("_scan")}
+        cfg = resolve_config(space, config, self.info.init_map)
+        params = ran_params(space, sampled)
+        varied = sampled_keys(space, sampled)
+        name = trial_run_name(index, cfg.as_params(), varied, baseline)
+        state = TrialState(trial_id, index, baseline, name, config=cfg.as_params())
+        self.trials[trial_id] = state
+        self._start_run(state, params, varied)
+        return state
+
+    def finish(self, state: TrialState, status: str) -> None:
+        state.status = status
+        tags = {Tag.STATUS: status}
+        if state.failure:
+            tags[Tag.FAILURE] = tag_value(state.failure)
+        self.writer.set_tags(state.trial_id, tags)
+        self.writer.end_run(state.trial_id, MLFLOW_STATUS[status])
+        if status == Status.FAILED:
+            self.progress.say(f"trial {state.name} failed: {last_line(state.failure)}")
+        self.progress.update(self.trials.values())
+
+    # -- helpers
+
+    def _state(self, trial: Trial) -> TrialState:
+        return self.trials.get(trial.trial_id) or self.adopt(trial.trial_id, trial.config, trial.experiment_tag)
+
+    def _start_run(self, state: TrialState, params: dict[str, Any], varied: list[str]) -> None:
+        info = self.info
+        tags = trial_tags(
+            info.name, state.trial_id, space_hash=info.space.space_hash, data_hash=info.data_hash,
+            baseline=state.baseline, varied=varied, class_names=info.class_names, target_names=info.target_names,
+            git_sha=info.git_sha,
+        )
+        tags[Tag.STATUS], tags[Tag.INSTANCE] = Status.RUNNING, info.instance
+        self.writer.start_run(state.trial_id, info.experiment_id, state.name, tags,
+                              find_by={Tag.TRIAL_ID: state.trial_id, Tag.INSTANCE: info.instance},
+                              parent_key=PARENT_KEY)
+        self.writer.log_params(state.trial_id, params)
+        config = Path(info.configs_dir) / state.trial_id / Artifact.CONFIG
+        atomic_write_text(config, yaml.safe_dump(state.config, sort_keys=False))
+        self.writer.log_artifacts(state.trial_id, [config], "")
+
+
+def error_text(error_file: str | None) -> str:
+    """The last lines of the trial's traceback: enough to say why, short enough for a tag."""
+    try:
+        text = Path(error_file).read_text() if error_file else ""
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(lines[-3:]) or DEAD_WORKER

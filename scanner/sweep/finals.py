@@ -1,0 +1,111 @@
+"""The end of a sweep: the unbiased numbers (the baseline and the top trials, once, on the test split that no trial
+saw), the Optuna study summary and the report, all logged to the parent run through the writer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from reports import load_sweep, write_report
+from scanner.sweep.progress import ProgressLine
+from scanner.sweep.searcher import StudyHandle
+from scanner.sweep.standings import leader, ranked_trials
+from scanner.sweep.states import TrialState
+from scanner.tracking import PARENT_KEY, MlflowWriter, checkpoint_artifact_files
+from search_spaces import SpaceFile
+from trainables.contract import Artifact, Status, Tag, tag_value
+from trainables.files import atomic_write_text
+from trainables.loop import evaluate_checkpoint
+
+REPORT_NOTE = "**Report**: the `report/` artifacts of this run (index.html, report.md, ranking.csv)."
+
+
+def finalists(states: list[TrialState], mode: str, top: int) -> list[TrialState]:
+    """The baseline (when it finished an epoch) and the ``top`` best searched trials."""
+    chosen = [s for s in ranked_trials(states, mode) if not s.baseline][:top]
+    baseline = [s for s in states if s.baseline and s.best_checkpoint]
+    return baseline + [s for s in chosen if s.best_checkpoint]
+
+
+def run_finals(space: SpaceFile, states: list[TrialState], writer: MlflowWriter, out_root: Path,
+               progress: ProgressLine) -> dict[str, dict]:
+    """Evaluate each finalist's best checkpoint on ``test``; log ``test/...`` at its best epoch and the artifacts."""
+    results = {}
+    shown_keys = (f"test/{space.objective.metric.split('/', 1)[-1]}", "test/loss")
+    for state in finalists(states, space.objective.mode, space.budget.final_top):
+        out_dir = Path(out_root) / state.trial_id
+        try:
+            metrics = evaluate_checkpoint(Path(state.best_checkpoint), space.data, space.task, "test", out_dir)
+        except Exception as exc:  # noqa: BLE001  one broken checkpoint must not cost the other finals; it is tagged
+            print(f"final evaluation of {state.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            writer.set_tags(state.trial_id, {Tag.FINAL_FAILURE: tag_value(f"{type(exc).__name__}: {exc}")})
+            continue
+        writer.log_metrics(state.trial_id, metrics, step=state.best_epoch or state.epochs)
+        writer.log_artifacts(state.trial_id, checkpoint_artifact_files(out_dir), "test")
+        writer.set_tags(state.trial_id, {Tag.FINAL: "true"})
+        results[state.trial_id] = metrics
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in shown_keys)
+        progress.say(f"final  {state.name}: {shown}")
+    return results
+
+
+def study_summary(study: StudyHandle) -> dict[str, Any]:
+    """The Optuna study in a few lines, for the parent run (the full study is in scans/optuna.db)."""
+    handle = study.study()
+    trials = handle.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    if len(handle.directions) > 1:
+        best = handle.best_trials
+    else:
+        best = [handle.best_trial] if states.get(optuna.trial.TrialState.COMPLETE.name) else []
+    return {"study": study.study_name, "storage": study.storage_url, "trials": len(trials), "states": states,
+            "best": [{"number": t.number, "values": t.values, "params": t.params} for t in best]}
+
+
+def log_study_summary(study: StudyHandle, writer: MlflowWriter, folder: Path) -> None:
+    path = atomic_write_text(folder / Artifact.OPTUNA_SUMMARY, json.dumps(study_summary(study), indent=2, default=str))
+    writer.log_artifacts(PARENT_KEY, [path], "")
+
+
+def log_best_objective(states: list[TrialState], mode: str, writer: MlflowWriter) -> TrialState | None:
+    """``sweep/best_objective`` on the parent, so sweeps compare in MLflow (not a ``best/`` name: the ranking
+    searches those on trial runs)."""
+    best = leader(states, mode)
+    if best is not None:
+        writer.log_metrics(PARENT_KEY, {"sweep/best_objective": best.best_value}, step=0)
+    return best
+
+
+def build_report(name: str, instance: str, tracking_uri: str, writer: MlflowWriter, out_dir: Path) -> Path | None:
+    """The report into ``scans/<name>/report``, logged to the parent run by the writer; None if it failed."""
+    try:
+        index = write_report(load_sweep(name, tracking_uri, instance=instance), out_dir, at="best",
+                             log_to_parent=False)
+    except Exception as exc:  # noqa: BLE001  a report bug must not turn a finished sweep into a failure; it is said
+        print(f"scanner: the report failed ({type(exc).__name__}: {exc}); run 'scanner report {name}' to retry",
+              file=sys.stderr)
+        return None
+    out_dir = Path(out_dir)
+    writer.log_artifacts(PARENT_KEY, [p for p in out_dir.iterdir() if p.is_file()], "report")
+    figures = out_dir / "figures"
+    if figures.is_dir():
+        writer.log_artifacts(PARENT_KEY, sorted(figures.iterdir()), "report/figures")
+    writer.set_tags(PARENT_KEY, {Tag.NOTE: REPORT_NOTE})
+    return index
+
+
+def summary_line(name: str, states: list[TrialState], best: TrialState | None, objective: str,
+                 report: Path | None, tracking_uri: str) -> str:
+    failed = sum(s.status == Status.FAILED for s in states)
+    stopped = sum(s.status == Status.STOPPED_EARLY for s in states)
+    head = f"sweep {name}: {len(states)} trials ({stopped} stopped early, {failed} failed)"
+    best_text = (f"best {best.name} with {objective} = {best.best_value:.4g}" if best is not None
+                 else "no trial reached a value (see the failures above)")
+    where = f"report {report}" if report is not None else f"report: scanner report {name}"
+    return f"{head}; {best_text}; {where}; MLflow experiment '{name}' in {tracking_uri}"

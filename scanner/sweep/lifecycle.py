@@ -1,0 +1,239 @@
+"""One sweep's life, in order: prepare -> start Ray and tracking -> fit -> settle -> finals -> report -> close.
+
+    scanner run search_spaces/demo.yaml        # run_sweep: prepare, create scans/<name>/, then live
+    scanner resume demo                        # resume_sweep: the same life with Tune's restored tuner
+
+Nothing is created before ``prepare`` has checked every input. A Ctrl-C before Tune has saved its state removes
+what the start created (``scanner run`` works again); a Ctrl-C later leaves everything for ``scanner resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import optuna
+from mlflow.tracking import MlflowClient
+from ray.tune import ResultGrid
+
+import reports
+from scanner.cluster import check_cluster, ray_init, stop_ray
+from scanner.errors import Interrupted
+from scanner.sweep import finals
+from scanner.sweep.driver import SweepDriver
+from scanner.sweep.progress import ProgressLine
+from scanner.sweep.searcher import StudyHandle
+from scanner.sweep.settle import close_leftovers, end_unfinished, fail_unfinished_study_trials, settle_from_grid
+from scanner.sweep.setup import Sweep, create_folder, load_sweep_folder, optuna_url, prepare, store_lock
+from scanner.sweep.states import SweepInfo, TrialState
+from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
+from scanner.tracking import PARENT_KEY, MlflowWriter, check_reachable, ensure_experiment, git_sha
+from trainables.contract import PARENT_ROLE, Artifact, Status, Tag
+from trainables.data import data_hash, open_events
+from trainables.environ import scoped_environ
+
+FLUSH_S = 120.0  # how long the end of a sweep waits for an unreachable tracking server before leaving the journal
+
+
+@dataclass
+class Life:
+    """What a living sweep holds: its Ray, its writer and driver, and the threads that overlap its phases."""
+
+    sweep: Sweep
+    restore: bool
+    progress: ProgressLine
+    writer: MlflowWriter | None = None
+    driver: SweepDriver | None = None
+    ray_started: bool = False
+    background: list[threading.Thread] = field(default_factory=list)
+
+    def in_background(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.background.append(thread)
+
+
+# --------------------------------------------------------------------------------------------- entry points
+
+
+def run_sweep(space_path: str, tracking_uri: str, address: str | None = None, trials: int | None = None,
+              quiet: bool = False) -> int:
+    sweep = prepare(space_path, tracking_uri, address, trials)
+    joined = ray_init(address) if address else False  # a cluster's resources are known only once connected
+    try:
+        if address:
+            check_cluster(sweep.space)  # before scans/<name>/ exists: bad input leaves nothing behind
+        create_folder(sweep, space_path)
+        return live(sweep, restore=False, quiet=quiet, space_path=space_path)
+    finally:
+        if joined:
+            stop_ray()
+
+
+def resume_sweep(name: str, tracking_uri: str | None = None, quiet: bool = False) -> int:
+    """Finish a sweep; one that never got as far as Tune's first snapshot (killed at start) simply starts."""
+    sweep = load_sweep_folder(name)
+    if tracking_uri and tracking_uri != sweep.tracking_uri and not quiet:
+        print(f"scanner resume: using the sweep's own tracking URI {sweep.tracking_uri}", file=sys.stderr)
+    check_reachable(sweep.tracking_uri)
+    return live(sweep, restore=resumable(sweep), quiet=quiet, space_path=str(sweep.space.source_path))
+
+
+def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
+    """The phases, in order. Exit status 0, or 1 when trials failed."""
+    life = Life(sweep, restore, ProgressLine(sweep.space.objective.metric, sweep.space.objective.mode, quiet))
+    # Tune's banner and tables off (the driver prints progress); Ctrl-C reaches us, not Tune's own handler
+    with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"):
+        try:
+            start(life)
+            grid = fit(life)
+            states = settle(life, grid)
+            return finish(life, states)
+        except KeyboardInterrupt:
+            raise interrupted(life, space_path) from None
+        except BaseException:
+            if life.driver is not None:
+                end_unfinished(life.driver, life.writer, interrupted=False)
+            raise
+        finally:
+            close(life)
+
+
+# --------------------------------------------------------------------------------------------- the phases
+
+
+def start(life: Life) -> None:
+    """Ray, then the MLflow side (experiment, writer, parent run, driver). A private local Ray starts while the set-up
+    runs in a thread: the two cost ~5 s each, and neither needs the other."""
+    sweep = life.sweep
+    if sweep.address:  # joining a cluster is quick, and a dead one must fail before the parent run is touched
+        life.ray_started = ray_init(sweep.address)
+        if life.restore:  # a new sweep was checked before its folder was created (run_sweep)
+            check_cluster(sweep.space)
+        life.writer, life.driver = open_tracking(sweep, life.restore, life.progress)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="scan-setup") as pool:
+        tracking: Future = pool.submit(open_tracking, sweep, life.restore, life.progress)
+        try:
+            life.ray_started = ray_init(None)  # in the main thread: Ray installs its SIGTERM handler only there
+        finally:
+            # the set-up's writer must be closed whatever happened to Ray (a Ctrl-C cancels neither)
+            life.writer, life.driver = tracking.result()
+
+
+def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine) -> tuple[MlflowWriter, SweepDriver]:
+    """The stores (created one sweep at a time), the experiment (here in the driver, never by racing workers), the
+    writer and the parent run."""
+    import ray.tune  # noqa: F401  Tune's import (~1.5 s) overlaps Ray's start too
+
+    with store_lock():
+        if not restore:
+            forget_study(sweep.name)  # a new sweep of a name whose folder was deleted must not inherit its trials
+        optuna.storages.RDBStorage(optuna_url())  # creates the schema under the lock
+        experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.name)
+    writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
+    start_parent(writer, sweep, experiment_id)
+    return writer, SweepDriver(sweep_info(sweep, experiment_id), writer, progress)
+
+
+def fit(life: Life) -> ResultGrid:
+    tuner = (restored_tuner if life.restore else new_tuner)(life.sweep, life.driver)
+    return tuner.fit()
+
+
+def settle(life: Life, grid: ResultGrid) -> list[TrialState]:
+    """Every trial's final record; then Ray can go (its stop overlaps the finals), and the report's slow imports
+    load beside the finals too."""
+    states = settle_from_grid(life.driver, grid)
+    if life.ray_started:
+        life.in_background(stop_ray, "scan-ray-stop")
+        life.ray_started = False
+    life.in_background(reports.preload, "scan-report-imports")
+    life.writer.flush(FLUSH_S)
+    close_leftovers(life.writer, life.driver.info.experiment_id, life.sweep.instance, set(states))
+    fail_unfinished_study_trials(StudyHandle(life.sweep.name, optuna_url()))
+    return list(states.values())
+
+
+def finish(life: Life, states: list[TrialState]) -> int:
+    """Finals on the test split, the study summary, the report, and the parent run's end."""
+    sweep, writer, space = life.sweep, life.writer, life.sweep.space
+    finals.run_finals(space, states, writer, sweep.folder / "finals", life.progress)
+    finals.log_study_summary(StudyHandle(sweep.name, optuna_url()), writer, sweep.folder)
+    best = finals.log_best_objective(states, space.objective.mode, writer)
+    failed = sum(s.status == Status.FAILED for s in states)
+    writer.set_tags(PARENT_KEY, {Tag.STATUS: Status.FINISHED, Tag.TRIALS_FAILED: str(failed)})
+    writer.flush(FLUSH_S)
+    for thread in life.background:  # the report needs its imports
+        thread.join()
+    report = finals.build_report(sweep.name, sweep.instance, sweep.tracking_uri, writer, sweep.report_dir)
+    writer.end_run(PARENT_KEY, "FINISHED")
+    life.progress.say(finals.summary_line(sweep.name, states, best, space.objective.metric, report,
+                                          sweep.tracking_uri))
+    return 1 if failed else 0
+
+
+def close(life: Life) -> None:
+    if life.writer is not None:
+        life.writer.close(FLUSH_S)
+    for thread in life.background:
+        thread.join()
+    if life.ray_started:
+        stop_ray()
+
+
+def interrupted(life: Life, space_path: str) -> Interrupted:
+    """A Ctrl-C: before Tune saved its state, the start is undone; after it, the sweep waits for a resume."""
+    sweep = life.sweep
+    if not life.restore and not resumable(sweep):
+        if life.writer is not None:
+            life.writer.delete_run(PARENT_KEY)
+        close(life)
+        shutil.rmtree(sweep.folder, ignore_errors=True)
+        return Interrupted(f"interrupted during start-up; nothing was kept: run 'scanner run {space_path}' again")
+    if life.driver is not None:
+        end_unfinished(life.driver, life.writer, interrupted=True)
+    return Interrupted(f"interrupted; finish the sweep with 'scanner resume {sweep.name}'")
+
+
+# --------------------------------------------------------------------------------------------- the parent run
+
+
+def forget_study(name: str) -> None:
+    try:
+        optuna.delete_study(study_name=name, storage=optuna_url())
+    except KeyError:
+        pass
+
+
+def sweep_info(sweep: Sweep, experiment_id: str) -> SweepInfo:
+    space = sweep.space
+    events = open_events(space.data, space.task)
+    return SweepInfo(
+        name=space.name, instance=sweep.instance, experiment_id=experiment_id, space=space,
+        data_hash=data_hash(space.data.path), class_names=events.class_names, target_names=events.target_names,
+        git_sha=git_sha(), init_map=sweep.init_map, configs_dir=str(sweep.configs_dir),
+    )
+
+
+def start_parent(writer: MlflowWriter, sweep: Sweep, experiment_id: str) -> None:
+    space = sweep.space
+    tags = {
+        Tag.NAME: space.name, Tag.ROLE: PARENT_ROLE, Tag.INSTANCE: sweep.instance, Tag.OBJECTIVE: space.objective.metric,
+        Tag.OBJECTIVE_MODE: space.objective.mode, Tag.TASK: space.task, Tag.SPACE_HASH: space.space_hash,
+        Tag.ALSO: json.dumps([{"metric": o.metric, "mode": o.mode} for o in space.objective.also]),
+        Tag.STATUS: Status.RUNNING, Tag.RAY_ADDRESS: sweep.address or "local",
+    }
+    sha = git_sha()
+    if sha:
+        tags[Tag.GIT_SHA] = sha
+    writer.start_run(PARENT_KEY, experiment_id, space.name, tags,
+                     find_by={Tag.ROLE: PARENT_ROLE, Tag.NAME: space.name, Tag.INSTANCE: sweep.instance})
+    writer.log_params(PARENT_KEY, {"trials": space.budget.trials, "max_epochs": space.budget.max_epochs,
+                                   "sampler": space.budget.sampler, "scheduler": space.budget.scheduler,
+                                   "seed": space.budget.seed})
+    writer.log_artifacts(PARENT_KEY, [sweep.folder / Artifact.SPACE, sweep.scan_json], "")

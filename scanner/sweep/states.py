@@ -1,0 +1,45 @@
+"""What the driver knows of a sweep and of each trial: plain data, shared by the driver, settling and the finals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from search_spaces import SpaceFile
+from trainables.contract import Status
+
+
+@dataclass
+class TrialState:
+    trial_id: str
+    index: int  # t00 is the baseline, then Tune's order
+    baseline: bool
+    name: str  # the run name, e.g. "t07 resnet34 focal lr=3e-3"
+    status: str = Status.RUNNING
+    epochs: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    best_checkpoint: str | None = None
+    failure: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the full resolved trial config (config.yaml)
+
+    @property
+    def label(self) -> str:
+        """The short id (t07) the progress line and the report use."""
+        return self.name.split(" ", 1)[0]
+
+
+@dataclass
+class SweepInfo:
+    """What the driver needs to know about the sweep (picklable: Tune saves its callbacks in tuner.pkl)."""
+
+    name: str
+    instance: str
+    experiment_id: str
+    space: SpaceFile
+    data_hash: str | None
+    class_names: list[str] | None
+    target_names: list[str] | None
+    git_sha: str | None
+    init_map: dict[str, str]
+    configs_dir: str  # scans/<name>/configs: each trial's config.yaml before it is logged

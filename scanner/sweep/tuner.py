@@ -1,0 +1,61 @@
+"""The Tune side of a sweep: a new ``Tuner`` (trainable, searcher, scheduler, storage) or one restored from Tune's
+own snapshot for ``scanner resume``."""
+
+from __future__ import annotations
+
+from ray import tune
+
+from scanner.compat import set_restored_callbacks
+from scanner.sweep.driver import SweepDriver
+from scanner.sweep.results import SCORE_KEY
+from scanner.sweep.scheduler import make_scheduler
+from scanner.sweep.searcher import make_searcher
+from scanner.sweep.setup import EXPERIMENT_DIR, Sweep, optuna_url
+from scanner.sweep.trial import SweepContext, run_trial
+from scanner.tracking import JournalRunIds
+
+
+def trainable(sweep: Sweep):
+    res = sweep.space.resources
+    ctx = SweepContext(sweep.space, sweep.init_map, threads=max(1, int(res.cpu)), scratch=str(sweep.scratch))
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": res.cpu, "gpu": res.gpu})
+
+
+def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
+    space = sweep.space
+    return tune.Tuner(
+        trainable(sweep),
+        param_space={},
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(space, optuna_url(), run_ids=JournalRunIds(sweep.journal)),
+            scheduler=make_scheduler(space),
+            num_samples=space.budget.trials + 1,  # + the baseline
+            max_concurrent_trials=space.resources.concurrent,
+            reuse_actors=True,  # a trial process (torch imported, data file open) serves the next trial
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT_DIR,
+            storage_path=str(sweep.folder / "ray"),
+            callbacks=[driver],
+            verbose=0,  # the driver prints one line per change instead of Tune's tables
+            log_to_file=True,  # each trial's stdout/stderr in its folder: a checkpoint fallback says so there
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1,  # + Ray always keeps the latest: best + latest
+                checkpoint_score_attribute=SCORE_KEY,
+                checkpoint_score_order=space.objective.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
+        ),
+    )
+
+
+def restored_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
+    """Tune's own snapshot, with the searcher's state; a live driver replaces the one pickled in tuner.pkl."""
+    tuner = tune.Tuner.restore(str(sweep.experiment_path), trainable=trainable(sweep), resume_errored=True)
+    set_restored_callbacks(tuner, [driver])
+    return tuner
+
+
+def resumable(sweep: Sweep) -> bool:
+    """Tune saved its state: ``scanner resume`` can go on from it."""
+    return (sweep.experiment_path / "tuner.pkl").exists()

@@ -1,0 +1,73 @@
+"""Which trial a command means: ``run:<id>`` (or a bare run id), ``best-of:<sweep>``, or a checkpoint folder,
+resolved in the driver through MLflow.
+
+    resolve_init("best-of:lartpc-3class", uri)    # -> the best trial's checkpoint path (for ``init:``)
+    resolve_run("best-of:lartpc-3class", uri)     # -> Resolved(checkpoint, run_id, trial_id)
+
+``best-of:`` ranks the latest instance of the sweep exactly as its report does (``reports.rank``), and never picks
+a seed replica. Trials receive the resolved path, so they never query MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from reports import client_for, load_sweep, rank
+from trainables.contract import Tag
+from trainables.errors import BadInput
+
+PREFIXES = ("best-of:", "run:")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    checkpoint: str
+    run_id: str | None = None  # None for a checkpoint folder given directly
+    trial_id: str | None = None
+
+
+def needs_resolving(init: str | None) -> bool:
+    return bool(init) and str(init).startswith(PREFIXES)
+
+
+def resolve_init(init: str | None, tracking_uri: str) -> str | None:
+    """A checkpoint path for ``best-of:``/``run:``; anything else (a file, ``hub:``, None) is returned as is."""
+    if not needs_resolving(init):
+        return init
+    return resolve_run(init, tracking_uri).checkpoint
+
+
+def resolve_run(target: str, tracking_uri: str) -> Resolved:
+    """``run:<id>`` or ``best-of:<sweep>`` -> the trial's checkpoint, run and trial id."""
+    if target.startswith("best-of:"):
+        return _resolved(best_run(target[len("best-of:"):], tracking_uri, target), target)
+    run_id = target[len("run:"):] if target.startswith("run:") else target
+    try:
+        run = client_for(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise BadInput(f"'{target}': no MLflow run {run_id} in {tracking_uri}; copy the id from 'scanner ui'") from None
+    return _resolved(run, target)
+
+
+def best_run(sweep: str, tracking_uri: str, shown: str) -> Run:
+    """The leader of the sweep's latest instance, ranked and tie-broken as its report ranks."""
+    ranking = rank(load_sweep(sweep, tracking_uri))
+    for row in ranking.ranked:
+        if row.trial.tags.get(Tag.CHECKPOINT) and not row.trial.tags.get(Tag.REPLICA_OF):
+            return client_for(tracking_uri).get_run(row.trial.run_id)
+    raise BadInput(f"'{shown}': sweep '{sweep}' has no finished trial with a checkpoint yet; wait for its first "
+                   "epoch, or pick a run with run:<id>")
+
+
+def _resolved(run: Run, shown: str) -> Resolved:
+    path = run.data.tags.get(Tag.CHECKPOINT)
+    if not path:
+        raise BadInput(f"'{shown}': run {run.info.run_id} has no {Tag.CHECKPOINT} tag (it never finished an epoch); "
+                       "pick another run")
+    if not Path(path).exists():
+        raise BadInput(f"'{shown}': checkpoint {path} of run {run.info.run_id} is gone; restore it or pick another")
+    return Resolved(path, run.info.run_id, run.data.tags.get(Tag.TRIAL_ID))
