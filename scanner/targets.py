@@ -17,10 +17,11 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from reports import client_for, load_sweep, rank
-from trainables.contract import Tag
+from trainables.contract import SCANS_DIR, Artifact, Tag
 from trainables.errors import BadInput
 
 PREFIXES = ("best-of:", "run:")
+FETCHED_DIR = "_fetched"  # scans/_fetched/<run id>/: checkpoints downloaded from a tracking server
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,13 @@ def resolve_init(init: str | None, tracking_uri: str) -> str | None:
 def resolve_run(target: str, tracking_uri: str) -> Resolved:
     """``run:<id>`` or ``best-of:<sweep>`` -> the trial's checkpoint, run and trial id."""
     if target.startswith("best-of:"):
-        return _resolved(best_run(target[len("best-of:"):], tracking_uri, target), target)
+        return _resolved(best_run(target[len("best-of:"):], tracking_uri, target), target, tracking_uri)
     run_id = target[len("run:"):] if target.startswith("run:") else target
     try:
         run = client_for(tracking_uri).get_run(run_id)
     except MlflowException:
         raise BadInput(f"'{target}': no MLflow run {run_id} in {tracking_uri}; copy the id from 'scanner ui'") from None
-    return _resolved(run, target)
+    return _resolved(run, target, tracking_uri)
 
 
 def best_run(sweep: str, tracking_uri: str, shown: str) -> Run:
@@ -63,11 +64,27 @@ def best_run(sweep: str, tracking_uri: str, shown: str) -> Run:
                    "epoch, or pick a run with run:<id>")
 
 
-def _resolved(run: Run, shown: str) -> Resolved:
+def _resolved(run: Run, shown: str, tracking_uri: str) -> Resolved:
     path = run.data.tags.get(Tag.CHECKPOINT)
     if not path:
         raise BadInput(f"'{shown}': run {run.info.run_id} has no {Tag.CHECKPOINT} tag (it never finished an epoch); "
                        "pick another run")
     if not Path(path).exists():
-        raise BadInput(f"'{shown}': checkpoint {path} of run {run.info.run_id} is gone; restore it or pick another")
+        path = fetch_checkpoint(run, tracking_uri, shown)
     return Resolved(path, run.info.run_id, run.data.tags.get(Tag.TRIAL_ID))
+
+
+def fetch_checkpoint(run: Run, tracking_uri: str, shown: str) -> str:
+    """The checkpoint the run carries as an artifact (``tracking.log_checkpoints: best``), downloaded once into
+    ``scans/_fetched/<run id>/``: the sweep ran on another machine, or its folder is gone."""
+    client = client_for(tracking_uri)
+    folder = Path(SCANS_DIR).resolve() / FETCHED_DIR / run.info.run_id
+    if (folder / Artifact.CHECKPOINT_DIR / Artifact.STATE).exists():
+        return str(folder / Artifact.CHECKPOINT_DIR)
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR)}
+    if f"{Artifact.CHECKPOINT_DIR}/{Artifact.STATE}" not in listed:
+        raise BadInput(f"'{shown}': checkpoint {run.data.tags[Tag.CHECKPOINT]} of run {run.info.run_id} is not on this "
+                       "machine and the run carries none (tracking.log_checkpoints: best logs them); copy the folder "
+                       "here or pick another run")
+    folder.mkdir(parents=True, exist_ok=True)
+    return client.download_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR, str(folder))

@@ -31,8 +31,10 @@ from search_spaces._schema import (
     TOP_KEYS,
     Budget,
     Objective,
+    LOG_CHECKPOINTS,
     Resources,
     SpaceFile,
+    Tracking,
 )
 from search_spaces._yaml import read_yaml, scalar
 from search_spaces.samplers import SAMPLERS
@@ -61,6 +63,7 @@ def load_space(path: str | Path, overrides: dict | None = None, require_data: bo
     objective = parse_objective(shown, raw["objective"])
     budget = parse_budget(shown, raw.get("budget") or {}, bool(objective.also))
     resources = parse_resources(shown, raw.get("resources") or {})
+    tracking = parse_tracking(shown, raw.get("tracking") or {})
     yaml_fixed = dict(require_mapping(shown, "fixed", raw.get("fixed") or {}, "fixed: {batch_size: 64}"))
     check_trial_mapping(shown, "fixed", yaml_fixed)
     baseline = raw.get("baseline")
@@ -81,7 +84,7 @@ def load_space(path: str | Path, overrides: dict | None = None, require_data: bo
     return SpaceFile(
         name=name, task=task, data=data, objective=objective, budget=budget, resources=resources, fixed=fixed,
         baseline=baseline, space=params, source_path=source, raw=raw, space_hash=space_hash(raw),
-        overrides=overrides,
+        overrides=overrides, tracking=tracking,
     )
 
 
@@ -159,7 +162,7 @@ def parse_budget(shown: str, budget: Any, multi_objective: bool) -> Budget:
     defaults = Budget(sampler="nsga2" if multi_objective else "tpe")  # several objectives: NSGA-II's Pareto search
     values = {**dataclasses.asdict(defaults), **budget}
     for key, low in (("trials", 1), ("max_epochs", 1), ("grace_epochs", 1), ("seed", 0), ("final_top", 0),
-                     ("max_failures", 0)):
+                     ("final_seeds", 1), ("max_failures", 0)):
         _int_at_least(shown, f"budget.{key}", values[key], low)
     if values["grace_epochs"] > values["max_epochs"]:
         raise bad(shown, "budget.grace_epochs", f"{values['grace_epochs']} is more than max_epochs "
@@ -190,6 +193,16 @@ def parse_resources(shown: str, resources: Any) -> Resources:
                   "use a fraction < 1 or a whole number of GPUs")
     _int_at_least(shown, "resources.concurrent", values["concurrent"], 1)
     return Resources(cpu=float(values["cpu"]), gpu=float(values["gpu"]), concurrent=values["concurrent"])
+
+
+def parse_tracking(shown: str, tracking: Any) -> Tracking:
+    tracking = require_mapping(shown, "tracking", tracking, "tracking: {log_checkpoints: best}")
+    reject_unknown(shown, "tracking", tracking, [f.name for f in dataclasses.fields(Tracking)])
+    value = tracking.get("log_checkpoints")
+    if value is not None and value not in LOG_CHECKPOINTS:
+        raise bad(shown, "tracking.log_checkpoints", f"'{value}' is not one of {', '.join(LOG_CHECKPOINTS)}",
+                  "write log_checkpoints: best (each trial's best checkpoint on its run) or none")
+    return Tracking(log_checkpoints=value)
 
 
 def _check_overrides(overrides: dict) -> None:

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from trainables.config import DataConfig
 
-TOP_KEYS = ("name", "task", "data", "objective", "budget", "resources", "fixed", "baseline", "space")
+TOP_KEYS = ("name", "task", "data", "objective", "budget", "resources", "tracking", "fixed", "baseline", "space")
+LOG_CHECKPOINTS = ("best", "none")
 OBJECTIVE_KEYS = ("metric", "mode", "also")
 PARAM_KEYS = ("choice", "float", "int", "value", "log", "step", "when")
 SCHEDULERS = ("asha", "hyperband", "fifo")
@@ -36,6 +37,7 @@ class Budget:
     sampler: str = "tpe"  # Optuna's default; handles conditional params. With `also` the loader implies nsga2
     seed: int = 0  # the same YAML samples the same configs
     final_top: int = 3  # three test evaluations (+ baseline) tell luck from a real gain without touching test much
+    final_seeds: int = 1  # runs per finalist in all: N > 1 trains N-1 seed replicas of each finalist and the baseline
     max_failures: int = 1  # one retry per trial: survives a lost node or a killed worker, not a real bug
 
 
@@ -44,6 +46,18 @@ class Resources:
     cpu: float = 1.0  # one core per trial: torch uses one intra-op thread, data loading shares it
     gpu: float = 0.0  # CPU runs everywhere; GPUs are asked for on purpose (0.5 = two trials share one GPU)
     concurrent: int = 2  # the 2-core machines this runs on; the cluster may cap it further
+
+
+@dataclass(frozen=True)
+class Tracking:
+    # best: each trial's best state.pt is also an artifact of its run, so another machine can fetch it (best-of:,
+    # export); none: the path in scan.checkpoint only. None = best on a tracking server, none on a local store.
+    log_checkpoints: str | None = None
+
+    def logs_checkpoints(self, tracking_uri: str) -> bool:
+        if self.log_checkpoints is not None:
+            return self.log_checkpoints == "best"
+        return tracking_uri.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ class SpaceFile:
     raw: dict[str, Any]
     space_hash: str
     overrides: dict[str, Any] = field(default_factory=dict)  # `--set` values: already in `fixed`, and win last
+    tracking: Tracking = field(default_factory=Tracking)
 
     @property
     def multi_objective(self) -> bool:

@@ -33,3 +33,4 @@ def one_torch_thread():
 # Shared fixtures live in small modules next to this file (tests/ is on sys.path when pytest loads this conftest).
 from fixtures_data import *  # noqa: E402,F401,F403  tiny HDF5 event files
 from fixtures_sweep import *  # noqa: E402,F401,F403  MLflow server, local Ray, the shared tiny sweep
+from fixtures_faults import *  # noqa: E402,F401,F403  sweeps hit by Ctrl-C, SIGKILL and races, run once each

@@ -98,6 +98,8 @@ class TinySweep:
     name: str
     exit_code: int
     output: str
+    environ_changes: dict  # what the sweep left changed in os.environ: {key: (before, after)}
+    sigint_kept: bool  # the SIGINT handler is the one the caller had
 
 
 @pytest.fixture(scope="session")
@@ -114,13 +116,17 @@ def tiny_sweep(tmp_path_factory, ray_session) -> TinySweep:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     cwd = Path.cwd()
     out = io.StringIO()
+    environ, handler = dict(os.environ), signal.getsignal(signal.SIGINT)
     os.chdir(folder)
     try:
         with contextlib.redirect_stdout(out):
             code = run_sweep(str(space), uri)
     finally:
         os.chdir(cwd)
-    return TinySweep(folder, space, uri, "tiny", code, out.getvalue())
+    changes = {k: (environ.get(k), os.environ.get(k)) for k in set(environ) | set(os.environ)
+               if environ.get(k) != os.environ.get(k)}
+    return TinySweep(folder, space, uri, "tiny", code, out.getvalue(), changes,
+                     signal.getsignal(signal.SIGINT) is handler)
 
 
 class MlflowServer:

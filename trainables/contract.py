@@ -52,6 +52,10 @@ class Tag:
     # MLflow's own
     PARENT_RUN_ID = "mlflow.parentRunId"
     NOTE = "mlflow.note.content"
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # on the experiment: "custom_model_development" opens on its runs
+
+
+EXPERIMENT_KIND = "custom_model_development"  # not MLflow's GenAI traces page
 
 
 PARENT_ROLE = "parent"  # the value of Tag.ROLE on a sweep's parent run
@@ -93,6 +97,7 @@ class Artifact:
     SPACE = "space.yaml"
     SCAN_JSON = "scan.json"
     OPTUNA_SUMMARY = "optuna_study.json"
+    CHECKPOINT_DIR = "checkpoint"  # a trial's best state.pt on its run, with `tracking.log_checkpoints: best`
 
 
 SCANS_DIR = "scans"  # scans/<name>/ per sweep, scans/optuna.db for every study

@@ -247,12 +247,18 @@ def train_trial(spec: TrialSpec, reporter: Reporter, progress: bool = False) -> 
     resume = reporter.resume_from()
     if resume is not None:
         start, best, last = _restore(p, Path(resume))
-        if start >= spec.max_epochs and last:  # killed after its last epoch: say again how it ended
-            reporter.report(start, last, Path(resume), is_best=best.get("best/epoch") == start)
-            return TrialOutcome(status="completed", epochs=start, best=best)
-    telemetry = EpochTelemetry(p.device)
     Path(spec.workdir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=spec.workdir))
+    if resume is not None and start >= spec.max_epochs and last:
+        # killed after its last epoch, before its end was recorded: say again how it ended, from a copy (the
+        # reporter may be handed the folder it gave out)
+        shutil.copytree(resume, workdir, dirs_exist_ok=True)
+        try:
+            reporter.report(start, last, workdir, is_best=best.get("best/epoch") == start)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return TrialOutcome(status="completed", epochs=start, best=best)
+    telemetry = EpochTelemetry(p.device)
     epoch = start
     try:
         for epoch in range(start + 1, spec.max_epochs + 1):

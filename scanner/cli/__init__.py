@@ -22,7 +22,7 @@ from typing import Sequence
 
 from scanner.cli import data, report, resume, run, slurm, train, ui
 from scanner.cli.common import OneLineParser, absolute_tracking_uri, common_parent, default_tracking_uri
-from scanner.errors import Interrupted
+from scanner.errors import Interrupted, SweepFailed
 from trainables.errors import BadInput
 
 VERBS = (data, train, run, resume, report, ui, slurm)
@@ -58,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"scanner {args.verb}: {exc}", file=sys.stderr)
         return 130
+    except SweepFailed as exc:
+        if args.debug:
+            raise
+        print(f"scanner {args.verb}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"scanner {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -7,14 +7,15 @@ races between workers). Everything goes through ``MlflowWriter``, which never bl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import yaml
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from scanner.sweep.progress import ProgressLine
-from scanner.sweep.results import FAILURE_KEY, IS_BEST_KEY, checkpoint_epoch, is_baseline, read_mark, result_epoch
+from scanner.sweep.results import (FAILURE_KEY, IS_BEST_KEY, checkpoint_epoch, is_baseline, read_mark, replica_spec,
+                                   result_epoch)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.trial import resolve_config
 from scanner.tracking import PARENT_KEY, MlflowWriter, checkpoint_artifact_files, trial_run_name, trial_tags
@@ -23,6 +24,11 @@ from trainables.contract import MLFLOW_STATUS, Artifact, Status, Tag, tag_value
 from trainables.files import atomic_write_text
 
 DEAD_WORKER = "the trial's worker died"
+SAME_FAILURE_STOPS = 3  # the baseline and the first two searched trials failing alike: every trial will
+
+
+class SweepStopped(Exception):
+    """Every trial fails the same way: the message says how, in one line."""
 
 
 def last_line(text: str | None) -> str:
@@ -32,15 +38,25 @@ def last_line(text: str | None) -> str:
 
 
 class SweepDriver(Callback):
-    def __init__(self, info: SweepInfo, writer: MlflowWriter, progress: ProgressLine):
+    def __init__(self, info: SweepInfo, writer: MlflowWriter, progress: ProgressLine,
+                 on_step: Callable[[], None] | None = None):
         self.info, self.writer, self.progress = info, writer, progress
+        self.on_step = on_step  # the lifecycle's Ctrl-C check: it raises out of Tune's loop
         self.trials: dict[str, TrialState] = {}
         self.objective = info.space.objective.metric
 
     def __getstate__(self):  # tuner.pkl must not carry a thread; resume installs a fresh driver
-        return {"info": None, "writer": None, "progress": None, "trials": {}, "objective": self.objective}
+        return {"info": None, "writer": None, "progress": None, "on_step": None, "trials": {},
+                "objective": self.objective}
 
     # -- Tune hooks
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.on_step is not None:
+            self.on_step()
+        reason = same_failure(self.trials.values())
+        if reason is not None:
+            raise SweepStopped(reason)
 
     def on_trial_start(self, iteration, trials, trial: Trial, **info):
         state = self.trials.get(trial.trial_id) or self.adopt(trial.trial_id, trial.config, trial.experiment_tag)
@@ -65,11 +81,14 @@ class SweepDriver(Callback):
         state = self._state(trial)
         folder = Path(checkpoint.path)
         mark = read_mark(folder)
+        state.last_checkpoint = str(folder)
         if not (mark or {}).get("is_best"):
             return
         state.best_checkpoint, state.best_epoch = str(folder), int(mark["epoch"])
         self.writer.set_tags(state.trial_id, {Tag.CHECKPOINT: str(folder)})
         self.writer.log_artifacts(state.trial_id, checkpoint_artifact_files(folder), "val")
+        if self.info.log_checkpoints:
+            self.writer.log_artifacts(state.trial_id, [folder / Artifact.STATE], Artifact.CHECKPOINT_DIR)
 
     def on_trial_recover(self, iteration, trials, trial: Trial, **info):
         self.progress.say(f"trial {self._state(trial).label} died; retrying from its last epoch checkpoint")
@@ -89,23 +108,37 @@ class SweepDriver(Callback):
     def status_of(self, state: TrialState) -> str:
         if state.failure:
             return Status.FAILED
-        return Status.COMPLETED if state.epochs >= self.info.space.budget.max_epochs else Status.STOPPED_EARLY
+        return Status.COMPLETED if state.epochs >= state.max_epochs else Status.STOPPED_EARLY
 
     def adopt(self, trial_id: str, config: dict[str, Any], experiment_tag: str = "") -> TrialState:
         """A trial's state and run: new, or one whose start this driver did not see (restored by a resume)."""
+        replica = replica_spec(config)
+        state = self._replica_state(trial_id, replica) if replica else self._search_state(trial_id, config,
+                                                                                         experiment_tag)
+        self.trials[trial_id] = state
+        self._start_run(state)
+        return state
+
+    def _search_state(self, trial_id: str, config: dict[str, Any], experiment_tag: str) -> TrialState:
         space = self.info.space
         baseline = is_baseline(config)
         counter = str(experiment_tag).split("_", 1)[0]  # Tune's 1-based trial counter
         index = int(counter) - 1 if counter.isdigit() else len(self.trials)  # the baseline is t00
         sampled = None if baseline else {k: v for k, v in config.items() if not k.startswith("_scan")}
-        cfg = resolve_config(space, config, self.info.init_map)
-        params = ran_params(space, sampled)
+        cfg = resolve_config(space, config, self.info.init_map).as_params()
         varied = sampled_keys(space, sampled)
-        name = trial_run_name(index, cfg.as_params(), varied, baseline)
-        state = TrialState(trial_id, index, baseline, name, config=cfg.as_params())
-        self.trials[trial_id] = state
-        self._start_run(state, params, varied)
-        return state
+        return TrialState(trial_id, index, baseline, trial_run_name(index, cfg, varied, baseline), config=cfg,
+                          params=ran_params(space, sampled), varied=varied, max_epochs=space.budget.max_epochs,
+                          seed=int(cfg["seed"]))
+
+    @staticmethod
+    def _replica_state(trial_id: str, replica: dict[str, Any]) -> TrialState:
+        """``t07r1 resnet34 focal lr=3e-3``: the original's name with the replica's number."""
+        label, _, rest = replica["name"].partition(" ")
+        return TrialState(trial_id, int(replica["index"]), bool(replica["baseline"]),
+                          f"{label}r{replica['k']} {rest}".strip(), config=dict(replica["config"]),
+                          params={**replica["params"], "seed": replica["seed"]}, varied=list(replica["varied"]),
+                          max_epochs=int(replica["epochs"]), replica_of=replica["of"], seed=int(replica["seed"]))
 
     def finish(self, state: TrialState, status: str) -> None:
         state.status = status
@@ -123,21 +156,33 @@ class SweepDriver(Callback):
     def _state(self, trial: Trial) -> TrialState:
         return self.trials.get(trial.trial_id) or self.adopt(trial.trial_id, trial.config, trial.experiment_tag)
 
-    def _start_run(self, state: TrialState, params: dict[str, Any], varied: list[str]) -> None:
+    def _start_run(self, state: TrialState) -> None:
         info = self.info
         tags = trial_tags(
             info.name, state.trial_id, space_hash=info.space.space_hash, data_hash=info.data_hash,
-            baseline=state.baseline, varied=varied, class_names=info.class_names, target_names=info.target_names,
-            git_sha=info.git_sha,
+            baseline=state.baseline, varied=state.varied, class_names=info.class_names,
+            target_names=info.target_names, git_sha=info.git_sha,
         )
-        tags[Tag.STATUS], tags[Tag.INSTANCE] = Status.RUNNING, info.instance
+        tags.update({Tag.STATUS: Status.RUNNING, Tag.INSTANCE: info.instance, Tag.SEED: str(state.seed)})
+        if state.replica_of:
+            tags[Tag.REPLICA_OF] = state.replica_of
         self.writer.start_run(state.trial_id, info.experiment_id, state.name, tags,
                               find_by={Tag.TRIAL_ID: state.trial_id, Tag.INSTANCE: info.instance},
                               parent_key=PARENT_KEY)
-        self.writer.log_params(state.trial_id, params)
+        self.writer.log_params(state.trial_id, state.params)
         config = Path(info.configs_dir) / state.trial_id / Artifact.CONFIG
         atomic_write_text(config, yaml.safe_dump(state.config, sort_keys=False))
         self.writer.log_artifacts(state.trial_id, [config], "")
+
+
+def same_failure(states: Iterable[TrialState]) -> str | None:
+    """When the baseline and the first searched trials all failed with the same error, that error: the others will
+    fail alike (a retry cannot change it), so the sweep stops instead of launching them."""
+    first = sorted((s for s in states if s.replica_of is None), key=lambda s: s.index)[:SAME_FAILURE_STOPS]
+    if len(first) < SAME_FAILURE_STOPS or any(s.status != Status.FAILED for s in first):
+        return None
+    reasons = {last_line(s.failure) for s in first}
+    return reasons.pop() if len(reasons) == 1 else None
 
 
 def error_text(error_file: str | None) -> str:

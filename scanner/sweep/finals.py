@@ -31,26 +31,37 @@ def finalists(states: list[TrialState], mode: str, top: int) -> list[TrialState]
     return baseline + [s for s in chosen if s.best_checkpoint]
 
 
-def run_finals(space: SpaceFile, states: list[TrialState], writer: MlflowWriter, out_root: Path,
-               progress: ProgressLine) -> dict[str, dict]:
-    """Evaluate each finalist's best checkpoint on ``test``; log ``test/...`` at its best epoch and the artifacts."""
+def evaluate_on_test(space: SpaceFile, chosen: list[tuple[TrialState, str | None]], writer: MlflowWriter,
+                     out_root: Path, progress: ProgressLine) -> dict[str, dict]:
+    """Evaluate each (trial, checkpoint) once on ``test``; log ``test/...`` at the checkpoint's epoch, the test
+    artifacts, and ``scan.final``. Returns the test metrics by trial id."""
     results = {}
     shown_keys = (f"test/{space.objective.metric.split('/', 1)[-1]}", "test/loss")
-    for state in finalists(states, space.objective.mode, space.budget.final_top):
+    for state, checkpoint in chosen:
+        if not checkpoint:
+            continue
         out_dir = Path(out_root) / state.trial_id
         try:
-            metrics = evaluate_checkpoint(Path(state.best_checkpoint), space.data, space.task, "test", out_dir)
+            metrics = evaluate_checkpoint(Path(checkpoint), space.data, space.task, "test", out_dir)
         except Exception as exc:  # noqa: BLE001  one broken checkpoint must not cost the other finals; it is tagged
             print(f"final evaluation of {state.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             writer.set_tags(state.trial_id, {Tag.FINAL_FAILURE: tag_value(f"{type(exc).__name__}: {exc}")})
             continue
-        writer.log_metrics(state.trial_id, metrics, step=state.best_epoch or state.epochs)
+        step = state.epochs if state.replica_of else (state.best_epoch or state.epochs)
+        writer.log_metrics(state.trial_id, metrics, step=step)
         writer.log_artifacts(state.trial_id, checkpoint_artifact_files(out_dir), "test")
         writer.set_tags(state.trial_id, {Tag.FINAL: "true"})
         results[state.trial_id] = metrics
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in shown_keys)
         progress.say(f"final  {state.name}: {shown}")
     return results
+
+
+def run_finals(space: SpaceFile, finals: list[TrialState], replicas: list[TrialState], writer: MlflowWriter,
+               out_root: Path, progress: ProgressLine) -> dict[str, dict]:
+    """The finalists at their best checkpoint, then their seed replicas at their last (the original's best epoch)."""
+    chosen = [(s, s.best_checkpoint) for s in finals] + [(r, r.last_checkpoint) for r in replicas]
+    return evaluate_on_test(space, chosen, writer, out_root, progress)
 
 
 def study_summary(study: StudyHandle) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,13 +23,15 @@ from ray.tune import ResultGrid
 
 import reports
 from scanner.cluster import check_cluster, ray_init, stop_ray
-from scanner.errors import Interrupted
+from scanner.errors import Interrupted, SweepFailed
 from scanner.sweep import finals
-from scanner.sweep.driver import SweepDriver
+from scanner.sweep.driver import SweepDriver, SweepStopped
 from scanner.sweep.progress import ProgressLine
 from scanner.sweep.searcher import StudyHandle
+from scanner.sweep.replicas import log_seed_aggregates, train_replicas
 from scanner.sweep.settle import close_leftovers, end_unfinished, fail_unfinished_study_trials, settle_from_grid
-from scanner.sweep.setup import Sweep, create_folder, load_sweep_folder, optuna_url, prepare, store_lock
+from scanner.sweep.setup import (PHASE_DONE, PHASE_FINALS, PHASE_REPLICAS, PHASE_TEXT, Sweep, create_folder,
+                                 load_sweep_folder, mark_phase, optuna_url, prepare, store_lock)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
 from scanner.tracking import PARENT_KEY, MlflowWriter, check_reachable, ensure_experiment, git_sha
@@ -39,6 +42,34 @@ from trainables.environ import scoped_environ
 FLUSH_S = 120.0  # how long the end of a sweep waits for an unreachable tracking server before leaving the journal
 
 
+class CtrlC:
+    """Ctrl-C, noted rather than raised wherever it lands: a KeyboardInterrupt raised inside Ray's start or a
+    finaliser can be swallowed ("Exception ignored in ..."). The sweep checks at every Tune step and between phases;
+    a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.pressed = False
+        self._before = None
+
+    def __enter__(self) -> "CtrlC":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
+            self._before = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._before is not None:
+            signal.signal(signal.SIGINT, self._before)
+
+    def _note(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
 @dataclass
 class Life:
     """What a living sweep holds: its Ray, its writer and driver, and the threads that overlap its phases."""
@@ -46,6 +77,7 @@ class Life:
     sweep: Sweep
     restore: bool
     progress: ProgressLine
+    ctrl_c: CtrlC = field(default_factory=CtrlC)
     writer: MlflowWriter | None = None
     driver: SweepDriver | None = None
     ray_started: bool = False
@@ -80,6 +112,8 @@ def resume_sweep(name: str, tracking_uri: str | None = None, quiet: bool = False
     if tracking_uri and tracking_uri != sweep.tracking_uri and not quiet:
         print(f"scanner resume: using the sweep's own tracking URI {sweep.tracking_uri}", file=sys.stderr)
     check_reachable(sweep.tracking_uri)
+    if not quiet:
+        print(f"scanner resume: {name} was interrupted {PHASE_TEXT[sweep.phase]}; going on from there", flush=True)
     return live(sweep, restore=resumable(sweep), quiet=quiet, space_path=str(sweep.space.source_path))
 
 
@@ -87,14 +121,22 @@ def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
     """The phases, in order. Exit status 0, or 1 when trials failed."""
     life = Life(sweep, restore, ProgressLine(sweep.space.objective.metric, sweep.space.objective.mode, quiet))
     # Tune's banner and tables off (the driver prints progress); Ctrl-C reaches us, not Tune's own handler
-    with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"):
+    with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"), life.ctrl_c:
         try:
             start(life)
-            grid = fit(life)
-            states = settle(life, grid)
-            return finish(life, states)
+            life.ctrl_c.check()
+            states = settle(life, fit(life))
+            life.ctrl_c.check()
+            replicas = replicate(life, states)
+            life.ctrl_c.check()
+            release_ray(life)
+            return finish(life, states, replicas)
         except KeyboardInterrupt:
             raise interrupted(life, space_path) from None
+        except SweepStopped as stop:
+            end_unfinished(life.driver, life.writer, interrupted=False)
+            raise SweepFailed(f"stopped: the baseline and the first trials all failed with: {stop}; fix the cause, "
+                              f"then 'scanner resume {sweep.name}' retries them") from None
         except BaseException:
             if life.driver is not None:
                 end_unfinished(life.driver, life.writer, interrupted=False)
@@ -114,10 +156,10 @@ def start(life: Life) -> None:
         life.ray_started = ray_init(sweep.address)
         if life.restore:  # a new sweep was checked before its folder was created (run_sweep)
             check_cluster(sweep.space)
-        life.writer, life.driver = open_tracking(sweep, life.restore, life.progress)
+        life.writer, life.driver = open_tracking(sweep, life.restore, life.progress, life.ctrl_c)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="scan-setup") as pool:
-        tracking: Future = pool.submit(open_tracking, sweep, life.restore, life.progress)
+        tracking: Future = pool.submit(open_tracking, sweep, life.restore, life.progress, life.ctrl_c)
         try:
             life.ray_started = ray_init(None)  # in the main thread: Ray installs its SIGTERM handler only there
         finally:
@@ -125,7 +167,8 @@ def start(life: Life) -> None:
             life.writer, life.driver = tracking.result()
 
 
-def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine) -> tuple[MlflowWriter, SweepDriver]:
+def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine, ctrl_c: CtrlC
+                  ) -> tuple[MlflowWriter, SweepDriver]:
     """The stores (created one sweep at a time), the experiment (here in the driver, never by racing workers), the
     writer and the parent run."""
     import ray.tune  # noqa: F401  Tune's import (~1.5 s) overlaps Ray's start too
@@ -137,7 +180,7 @@ def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine) -> tuple[
         experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.name)
     writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
     start_parent(writer, sweep, experiment_id)
-    return writer, SweepDriver(sweep_info(sweep, experiment_id), writer, progress)
+    return writer, SweepDriver(sweep_info(sweep, experiment_id), writer, progress, on_step=ctrl_c.check)
 
 
 def fit(life: Life) -> ResultGrid:
@@ -146,23 +189,39 @@ def fit(life: Life) -> ResultGrid:
 
 
 def settle(life: Life, grid: ResultGrid) -> list[TrialState]:
-    """Every trial's final record; then Ray can go (its stop overlaps the finals), and the report's slow imports
-    load beside the finals too."""
+    """Every trial's final record, runs and Optuna trials a killed driver left, failures that recovered."""
     states = settle_from_grid(life.driver, grid)
-    if life.ray_started:
-        life.in_background(stop_ray, "scan-ray-stop")
-        life.ray_started = False
-    life.in_background(reports.preload, "scan-report-imports")
     life.writer.flush(FLUSH_S)
     close_leftovers(life.writer, life.driver.info.experiment_id, life.sweep.instance, set(states))
     fail_unfinished_study_trials(StudyHandle(life.sweep.name, optuna_url()))
     return list(states.values())
 
 
-def finish(life: Life, states: list[TrialState]) -> int:
-    """Finals on the test split, the study summary, the report, and the parent run's end."""
+def replicate(life: Life, states: list[TrialState]) -> list[TrialState]:
+    """The finalists' seed replicas (``budget.final_seeds`` > 1), as Ray trials of their own."""
+    seeds = life.sweep.space.budget.final_seeds
+    if seeds < 2:
+        return []
+    mark_phase(life.sweep, PHASE_REPLICAS)
+    chosen = finals.finalists(states, life.sweep.space.objective.mode, life.sweep.space.budget.final_top)
+    return train_replicas(life.sweep, life.driver, chosen, seeds, life.progress)
+
+
+def release_ray(life: Life) -> None:
+    """Nothing below needs Ray: its stop overlaps the finals, and so do the report's slow imports."""
+    if life.ray_started:
+        life.in_background(stop_ray, "scan-ray-stop")
+        life.ray_started = False
+    life.in_background(reports.preload, "scan-report-imports")
+
+
+def finish(life: Life, states: list[TrialState], replicas: list[TrialState]) -> int:
+    """Finals on the test split (and the replicas), the seed aggregates, the study summary, the report, the end."""
     sweep, writer, space = life.sweep, life.writer, life.sweep.space
-    finals.run_finals(space, states, writer, sweep.folder / "finals", life.progress)
+    mark_phase(sweep, PHASE_FINALS)
+    chosen = finals.finalists(states, space.objective.mode, space.budget.final_top)
+    tests = finals.run_finals(space, chosen, replicas, writer, sweep.folder / "finals", life.progress)
+    log_seed_aggregates(chosen, replicas, tests, writer)
     finals.log_study_summary(StudyHandle(sweep.name, optuna_url()), writer, sweep.folder)
     best = finals.log_best_objective(states, space.objective.mode, writer)
     failed = sum(s.status == Status.FAILED for s in states)
@@ -174,14 +233,18 @@ def finish(life: Life, states: list[TrialState]) -> int:
     writer.end_run(PARENT_KEY, "FINISHED")
     life.progress.say(finals.summary_line(sweep.name, states, best, space.objective.metric, report,
                                           sweep.tracking_uri))
+    mark_phase(sweep, PHASE_DONE)
     return 1 if failed else 0
 
 
 def close(life: Life) -> None:
-    if life.writer is not None:
-        life.writer.close(FLUSH_S)
+    """Safe to call twice (an interrupted start closes early, then the life's end closes again)."""
+    writer, life.writer = life.writer, None
+    if writer is not None:
+        writer.close(FLUSH_S)
     for thread in life.background:
         thread.join()
+    life.background.clear()
     if life.ray_started:
         stop_ray()
 
@@ -217,6 +280,7 @@ def sweep_info(sweep: Sweep, experiment_id: str) -> SweepInfo:
         name=space.name, instance=sweep.instance, experiment_id=experiment_id, space=space,
         data_hash=data_hash(space.data.path), class_names=events.class_names, target_names=events.target_names,
         git_sha=git_sha(), init_map=sweep.init_map, configs_dir=str(sweep.configs_dir),
+        log_checkpoints=space.tracking.logs_checkpoints(sweep.tracking_uri),
     )
 
 

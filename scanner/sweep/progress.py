@@ -16,7 +16,7 @@ class ProgressLine:
         self.objective, self.mode, self.quiet = objective, mode, quiet
         self._t0 = time.monotonic()
         self._last = ""
-        self.extra = ""  # a phase's own part of the line, e.g. "replicas 2/6"
+        self.replicas = 0  # seed replicas the sweep trains after its search: "replicas 2/6" on the line
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -29,7 +29,10 @@ class ProgressLine:
         best = leader(states, self.mode)
         best_text = f"best {self.objective}={best.best_value:.4g} ({best.label})" if best else "best -"
         line = (f"running {c[Status.RUNNING]} | done {c[Status.COMPLETED]} | stopped {c[Status.STOPPED_EARLY]} | "
-                f"failed {c[Status.FAILED]} | {best_text}" + (f" | {self.extra}" if self.extra else ""))
+                f"failed {c[Status.FAILED]} | {best_text}")
+        if self.replicas:
+            done = sum(s.replica_of is not None and s.status in Status.TERMINAL for s in states)
+            line += f" | replicas {done}/{self.replicas}"
         if line != self._last:
             self._last = line
             self.say(line)

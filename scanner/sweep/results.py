@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINE_KEY = "_scan_baseline"  # the only key of the baseline's Tune config; the trainable builds the rest
+REPLICA_KEY = "_scan_replica"  # a seed replica's Tune config: {"config": full trial config, "epochs", "of", "seed"}
 EPOCH_MARK = "scan_epoch.json"  # written into each checkpoint, so the driver knows its epoch and whether it is best
 FAILURE_KEY = "scan_failure"  # in the last result of a trial whose loss went NaN (a failure, not a crash)
 SCORE_KEY = "scan_checkpoint_score"  # Tune keeps the checkpoint the loop called best, not a later tie
@@ -16,6 +17,11 @@ EPOCH_KEY = "epoch"
 
 def is_baseline(config: dict[str, Any]) -> bool:
     return bool(config.get(BASELINE_KEY))
+
+
+def replica_spec(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The replica part of a Tune config, or None for the search's own trials."""
+    return config.get(REPLICA_KEY)
 
 
 def result_epoch(result: dict[str, Any]) -> int:

@@ -30,6 +30,9 @@ EXPERIMENT_DIR = "tune"  # scans/<name>/ray/tune: Tune's experiment folder
 JOURNAL = "mlflow_journal.db"  # the MLflow writer's spool
 STORE_LOCK = ".stores.lock"  # in scans/: first-time creation of the MLflow and Optuna stores, one sweep at a time
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # as search_spaces checks `name:`
+PHASE_SEARCH, PHASE_REPLICAS, PHASE_FINALS, PHASE_DONE = "search", "replicas", "finals", "done"
+PHASE_TEXT = {PHASE_SEARCH: "during the search", PHASE_REPLICAS: "while training the finalists' seed replicas",
+              PHASE_FINALS: "during the finals and the report", PHASE_DONE: "after it finished"}
 
 
 @dataclasses.dataclass
@@ -42,6 +45,7 @@ class Sweep:
     address: str | None
     init_map: dict[str, str]
     instance: str  # one id per `scanner run`, kept by `scanner resume`: the runs of this sweep and no other
+    phase: str = PHASE_SEARCH  # how far it got: `scanner resume` says so, and goes on from there
 
     @property
     def name(self) -> str:
@@ -169,6 +173,7 @@ def write_scan_files(sweep: Sweep) -> None:
         "git_sha": git_sha(),
         "optuna_storage": optuna_url(),
         "study_name": sweep.name,
+        "phase": sweep.phase,
     }
     atomic_write_text(sweep.folder / Artifact.SPACE, yaml.safe_dump(raw, sort_keys=False))
     atomic_write_text(sweep.scan_json, json.dumps(info, indent=2))
@@ -190,7 +195,16 @@ def load_sweep_folder(name: str) -> Sweep:
     space = load_space(folder / Artifact.SPACE)
     address = None if info.get("ray_address") in (None, "local") else info["ray_address"]
     instance = info.get("instance") or name  # a sweep from before instances: its runs carry none
-    return Sweep(space, folder, info["tracking_uri"], address, dict(info.get("init_map") or {}), instance)
+    return Sweep(space, folder, info["tracking_uri"], address, dict(info.get("init_map") or {}), instance,
+                 info.get("phase", PHASE_SEARCH))
+
+
+def mark_phase(sweep: Sweep, phase: str) -> None:
+    """Record how far the sweep got, in scan.json (rewritten atomically)."""
+    sweep.phase = phase
+    info = json.loads(sweep.scan_json.read_text())
+    info["phase"] = phase
+    atomic_write_text(sweep.scan_json, json.dumps(info, indent=2))
 
 
 @contextlib.contextmanager

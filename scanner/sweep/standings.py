@@ -10,9 +10,9 @@ from trainables.contract import Status
 
 
 def ranked_trials(states: Iterable[TrialState], mode: str) -> list[TrialState]:
-    """Trials that reached a best epoch, best first; failed trials never rank."""
-    usable = [s for s in states
-              if s.status != Status.FAILED and s.best_value is not None and not math.isnan(s.best_value)]
+    """Trials of the search that reached a best epoch, best first; failed trials and seed replicas never rank."""
+    usable = [s for s in states if s.replica_of is None and s.status != Status.FAILED
+              and s.best_value is not None and not math.isnan(s.best_value)]
     sign = -1.0 if mode == "max" else 1.0
     return sorted(usable, key=lambda s: (sign * s.best_value, s.index))
 
@@ -23,7 +23,10 @@ def leader(states: Iterable[TrialState], mode: str) -> TrialState | None:
 
 
 def counts(states: Iterable[TrialState]) -> dict[str, int]:
+    """Trials of the search by status (seed replicas are counted apart)."""
     out = {s: 0 for s in (Status.RUNNING, *Status.TERMINAL)}
     for state in states:
+        if state.replica_of is not None:
+            continue
         out[state.status] = out.get(state.status, 0) + 1
     return out

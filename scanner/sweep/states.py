@@ -22,6 +22,12 @@ class TrialState:
     best_checkpoint: str | None = None
     failure: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the full resolved trial config (config.yaml)
+    params: dict[str, Any] = field(default_factory=dict)  # what it ran: its MLflow params
+    varied: list[str] = field(default_factory=list)  # the keys sampled for it (scan.varied)
+    max_epochs: int = 0  # the epochs it was asked for: the sweep's max_epochs, or a replica's
+    last_checkpoint: str | None = None
+    replica_of: str | None = None  # a seed replica: the trial id of its original
+    seed: int | None = None
 
     @property
     def label(self) -> str:
@@ -43,3 +49,4 @@ class SweepInfo:
     git_sha: str | None
     init_map: dict[str, str]
     configs_dir: str  # scans/<name>/configs: each trial's config.yaml before it is logged
+    log_checkpoints: bool = False  # each new best state.pt also goes to the run (tracking.log_checkpoints)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from scanner.sweep.results import EPOCH_KEY, FAILURE_KEY, IS_BEST_KEY, SCORE_KEY, is_baseline, write_mark
+from scanner.sweep.results import EPOCH_KEY, FAILURE_KEY, IS_BEST_KEY, SCORE_KEY, is_baseline, replica_spec, write_mark
 from search_spaces import SpaceFile, baseline_config, trial_config
 from trainables.checkpoint import newest_loadable
 from trainables.config import TrialConfig, TrialSpec
@@ -36,7 +36,11 @@ class SweepContext:
 
 
 def resolve_config(space: SpaceFile, config: dict[str, Any], init_map: dict[str, str] | None = None) -> TrialConfig:
-    """The trial's full TrialConfig from its Tune config (the baseline marker or Optuna's sampled values)."""
+    """The trial's full TrialConfig from its Tune config (the baseline marker, a replica's own config, or Optuna's
+    sampled values)."""
+    replica = replica_spec(config)
+    if replica is not None:
+        return TrialConfig.from_dict(replica["config"], where="replica")
     sampled = {k: v for k, v in config.items() if not k.startswith("_scan")}
     cfg = baseline_config(space) if is_baseline(config) else trial_config(space, sampled)
     if init_map and cfg.init in init_map:
@@ -83,7 +87,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         task=space.task,
         data=space.data,
         trial=resolve_config(space, config, ctx.init_map),
-        max_epochs=space.budget.max_epochs,
+        max_epochs=int((replica_spec(config) or {}).get("epochs") or space.budget.max_epochs),
         objective=space.objective.metric,
         objective_mode=space.objective.mode,
         workdir=ctx.scratch,  # inside scans/<name>/: a killed trial leaves nothing in the system's temp folder

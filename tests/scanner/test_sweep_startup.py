@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from fixtures_sweep import REPO, import_project_before_chdir, write_tiny_space
 
+pytestmark = pytest.mark.slow  # sweeps around a real (or failing) Ray start
+
 
 def _parent(uri: str, name: str):
     client = MlflowClient(uri)
@@ -61,7 +63,6 @@ def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_ses
     assert (scans_root() / "startup" / "scan.json").exists()  # kept: 'scanner resume' needs it
 
 
-@pytest.mark.slow
 def test_private_ray_runs_trials_at_normal_priority(tmp_path):
     """Ray's own default is nice 15: every other process, the driver included, would preempt the trials."""
     script = (

@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from scanner import cli
 
+pytestmark = pytest.mark.slow  # the shared tiny sweep: Ray and a real sweep
+
 
 @pytest.fixture(scope="module")
 def runs(tiny_sweep):
@@ -24,6 +26,17 @@ def runs(tiny_sweep):
 def test_sweep_exits_ok_and_prints_progress(tiny_sweep):
     assert tiny_sweep.exit_code == 0, tiny_sweep.output
     assert "running" in tiny_sweep.output and "best val/accuracy=" in tiny_sweep.output
+    last = tiny_sweep.output.strip().splitlines()[-1]
+    # the leader as the report ranks it, its value, and where the report is
+    assert "best t0" in last and "with val/accuracy = " in last, last
+    assert f"report {tiny_sweep.folder / 'scans' / 'tiny' / 'report' / 'index.html'}" in last, last
+
+
+def test_the_python_api_leaves_the_process_as_it_found_it(tiny_sweep):
+    """A notebook that calls run_sweep keeps its environment (Tune's and Ray's switches, MLflow's HTTP settings)
+    and its Ctrl-C handler."""
+    assert tiny_sweep.environ_changes == {}
+    assert tiny_sweep.sigint_kept
 
 
 def test_one_parent_and_one_nested_child_per_trial(runs):

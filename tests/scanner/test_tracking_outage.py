@@ -141,3 +141,17 @@ def test_server_outage_mid_sweep_loses_nothing(tmp_path, mlflow_server, monkeypa
             values = {m.step: m.value for m in history}
             for r in (r for r in mine if key in r):
                 assert values[r["epoch"]] == pytest.approx(r[key], rel=1e-6, nan_ok=True), (key, r["epoch"])
+
+    # On a tracking server each trial's best checkpoint is also an artifact of its run (tracking.log_checkpoints
+    # defaults to best there): best-of: works from another machine, here a sweep folder that is gone.
+    from scanner.targets import resolve_run
+    from trainables.checkpoint import load_state
+
+    for run in children.values():
+        assert "checkpoint/state.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+    (tmp_path / "scans" / "outage" / "ray").rename(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    fetched = resolve_run("best-of:outage", mlflow_server.uri)
+    assert fetched.checkpoint.startswith(str(tmp_path / "scans" / "_fetched" / fetched.run_id))
+    assert fetched.run_id in {r.info.run_id for r in children.values()}
+    assert load_state(Path(fetched.checkpoint))["epoch"] >= 1

@@ -74,6 +74,13 @@ def test_base_document_is_valid(tmp_path):
     assert space.varied_keys == ["loss", "focal_gamma", "lr"]
 
 
+def test_checkpoints_are_logged_by_default_on_a_server_only(tmp_path):
+    space = load_space(write_yaml(tmp_path, BASE), require_data=False)
+    assert space.tracking.logs_checkpoints("http://mlflow:5000") and not space.tracking.logs_checkpoints("sqlite:///m.db")
+    doc = variant(tracking={"log_checkpoints": "none"})
+    assert not load_space(write_yaml(tmp_path, doc), require_data=False).tracking.logs_checkpoints("http://m:5000")
+
+
 CASES = [
     # (id, document, key path in the message, words of the fix)
     ("unknown-top-key", variant(spcae={}), "spcae", "did you mean 'space'"),
@@ -150,6 +157,11 @@ CASES = [
      "add init:"),
     ("gpu-fraction-above-one", variant(resources={"gpu": 1.5}), "resources.gpu", "fraction < 1"),
     ("space-not-mapping", variant(space=["lr"]), "space:", "write it as"),
+    ("bad-log-checkpoints", variant(tracking={"log_checkpoints": "all"}), "tracking.log_checkpoints",
+     "log_checkpoints: best"),
+    ("unknown-tracking-key", variant(tracking={"log_checkpoint": "best"}), "tracking.log_checkpoint",
+     "did you mean 'log_checkpoints'"),
+    ("final-seeds-zero", variant(budget__final_seeds=0), "budget.final_seeds", "integer >= 1"),
 ]
 
 
@@ -223,3 +235,12 @@ def test_set_unknown_key_names_it():
         parse_set(["lr"])
     with pytest.raises(BadInput, match="batch_size"):
         parse_set(["batch_size=big"])
+
+
+def test_an_objective_names_a_class_by_its_metric_key(tmp_path):
+    """Class names MLflow refuses in metric names (nue+CC) become metric keys (nue_CC), in the objective too."""
+    write_events(tmp_path / "events.h5", class_names=("NC", "nue+CC", "CC(1pi)"))
+    message = load_error(tmp_path, variant(objective__metric="val/efficiency/nue+CC"), require_data=True)
+    assert "objective.metric" in message and "'val/efficiency/nue_CC'" in message
+    ok = load_space(write_yaml(tmp_path, variant(objective__metric="val/efficiency/CC_1pi_")))
+    assert ok.objective.metric == "val/efficiency/CC_1pi_"

@@ -145,3 +145,33 @@ def test_frozen_trial_leaves_the_backbone_bit_identical(tiny_h5, tmp_path):
     backbone = [k for k in before if k.startswith("backbone.")]
     assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+
+
+def test_a_trial_restored_at_its_last_epoch_reports_how_it_ended(tiny_h5, tmp_path):
+    """Killed after its last epoch's checkpoint but before its end was recorded: the resumed trial trains nothing
+    and reports its last epoch again (metrics and best block), from a copy of the folder it was given."""
+    import shutil
+
+    from trainables.contract import Artifact
+    from trainables.config import DataConfig, TrialConfig, TrialSpec
+    from trainables.loop import train_trial
+    from trainables.reporting import MemoryReporter
+
+    class Keeping(MemoryReporter):
+        def report(self, epoch, metrics, checkpoint_dir, is_best):
+            super().report(epoch, metrics, checkpoint_dir, is_best)
+            self.folder = tmp_path / f"kept{epoch}"
+            shutil.copytree(checkpoint_dir, self.folder, dirs_exist_ok=True)
+
+    spec = TrialSpec("classification", DataConfig(path=str(tiny_h5)),
+                     TrialConfig(model="small_cnn_tiny", batch_size=64, num_workers=0), max_epochs=2,
+                     workdir=str(tmp_path / "scratch"))
+    first = Keeping()
+    train_trial(spec, first)
+    again = Keeping(resume=first.folder)
+    outcome = train_trial(spec, again)
+    assert outcome.status == "completed" and outcome.epochs == 2
+    assert [e for e, _ in again.history] == [2]
+    assert again.history[0][1] == first.history[-1][1]  # the same figures, best block included
+    assert (first.folder / Artifact.STATE).exists()  # the folder it was given is left as it was
+    assert not list((tmp_path / "scratch").iterdir())  # and no scratch left behind
