@@ -1,0 +1,147 @@
+"""The writer's journal under faults: a crash inside a producer call, a full disk, a close while the thread is busy."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+
+import pytest
+from fixtures_sweep import free_port
+from fixtures_tracking import empty_mlflow_db, sqlite_store  # noqa: F401  (fixtures)
+
+from scanner import tracking
+
+
+def test_a_crash_between_the_dedupe_row_and_the_op_loses_no_metric(sqlite_store):
+    """The journal refuses the op row (as a process killed between the two writes would leave it): the value must
+    not be marked as logged, so the producer's retry queues it."""
+    writer = sqlite_store.writer()
+    sqlite_store.start_trial(writer)
+    assert writer.flush(30)
+    with contextlib.closing(sqlite3.connect(sqlite_store.journal)) as db:
+        db.execute("CREATE TRIGGER crash BEFORE INSERT ON ops BEGIN SELECT RAISE(ABORT, 'injected crash'); END")
+        with pytest.raises(sqlite3.IntegrityError, match="injected crash"):
+            writer.log_metrics("t1", {"val/loss": 0.5}, step=1)
+        db.execute("DROP TRIGGER crash")
+    assert writer.log_metrics("t1", {"val/loss": 0.5}, step=1) == 1
+    assert writer.flush(30)
+    run_id = writer.run_id("t1")
+    assert writer.close(30)
+    assert sqlite_store.history(run_id, "val/loss") == [(1, 0.5)]
+
+
+# --------------------------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs; needs root), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(folder) -> None:
+    """Every free byte of the file system goes to one file."""
+    with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while f.write(b"\0" * 4096):
+            pass
+
+
+def test_a_full_disk_keeps_the_journal_and_a_later_writer_delivers_it(tiny_disk, tmp_path, sqlite_store):
+    """The journal's disk fills while MLflow is away: each producer call raises JournalFull (one line naming the
+    journal), the journal keeps what it held, and once there is space a writer on it delivers everything."""
+    journal = tiny_disk / "journal.db"
+    away = tracking.MlflowWriter(f"http://127.0.0.1:{free_port()}", journal)
+    sqlite_store.start_trial(away)
+    for step in range(1, 4):
+        assert away.log_metrics("t1", {"val/loss": float(step)}, step=step) == 1
+    checkpoint = tmp_path / "ck"
+    checkpoint.mkdir()
+    (checkpoint / "confusion.json").write_text("{}" + " " * 200_000)
+    _fill(tiny_disk)
+
+    with pytest.raises(tracking.JournalFull) as full:
+        for step in range(4, 1000):  # sqlite may still fit a few rows in pages it already has
+            away.log_metrics("t1", {"val/loss": float(step)}, step=step)
+    assert str(full.value) == (f"cannot write the MLflow journal {journal}: no space left on device (it keeps what "
+                               f"it holds; free some space, then resume)")
+    assert full.value.errno == errno.ENOSPC
+    with pytest.raises(tracking.JournalFull):
+        away.log_artifacts("t1", [checkpoint / "confusion.json"], "val")
+    assert not any(journal.with_suffix(".artifacts").glob("*"))  # no half-copied spool folder
+    last_queued = step - 1
+    assert not away.close(timeout_s=1)
+
+    (tiny_disk / "filler").unlink()
+    back = tracking.MlflowWriter(sqlite_store.uri, journal)
+    back.log_artifacts("t1", [checkpoint / "confusion.json"], "val")
+    assert back.flush(60)
+    run_id = back.run_id("t1")
+    assert back.close(30)
+    assert [s for s, _ in sqlite_store.history(run_id, "val/loss")] == list(range(1, last_queued + 1))
+    assert [a.path for a in sqlite_store.client.list_artifacts(run_id, "val")] == ["val/confusion.json"]
+
+
+def test_no_space_while_spooling_an_artifact_is_journal_full(sqlite_store, tmp_path, monkeypatch):
+    """The same failure where no small file system can be mounted: ENOSPC from the spool copy."""
+    writer = sqlite_store.writer()
+    sqlite_store.start_trial(writer)
+    (tmp_path / "confusion.json").write_text("{}")
+
+    def no_space(src, dst, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "copy2", no_space)
+        with pytest.raises(tracking.JournalFull, match="no space left on device"):
+            writer.log_artifacts("t1", [tmp_path / "confusion.json"], "val")
+    assert not any(sqlite_store.journal.with_suffix(".artifacts").glob("*"))
+    writer.log_artifacts("t1", [tmp_path / "confusion.json"], "val")
+    assert writer.flush(30)
+    run_id = writer.run_id("t1")
+    assert writer.close(30)
+    assert [a.path for a in sqlite_store.client.list_artifacts(run_id, "val")] == ["val/confusion.json"]
+
+
+# --------------------------------------------------------------------------------------------- close
+
+
+@pytest.mark.slow
+def test_close_does_not_pull_the_journal_from_under_a_busy_thread(sqlite_store, monkeypatch):
+    """MLflow's sqlite store is locked (another process writes) for longer than close waits: the thread is still
+    inside log_batch when close gives up. When the lock goes, the thread must finish its op in its own journal
+    connection (no 'closed database' error in the thread), and the journal ends empty."""
+    writer = sqlite_store.writer()
+    sqlite_store.start_trial(writer)
+    assert writer.flush(30)
+    run_id = writer.run_id("t1")
+    thread_errors = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+
+    holder = sqlite3.connect(sqlite_store.uri[len("sqlite:///"):], isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(17.0, lambda: holder.execute("ROLLBACK"))  # MLflow waits up to 20 s for a lock
+    release.start()
+    writer.log_metrics("t1", {"val/loss": 0.5}, step=1)
+    writer.close(timeout_s=1)
+    release.join()
+    for thread in threading.enumerate():
+        if thread.name == "mlflow-writer":
+            thread.join(30)
+    holder.close()
+
+    assert thread_errors == []
+    assert sqlite_store.queued_ops() == 0
+    assert sqlite_store.history(run_id, "val/loss") == [(1, 0.5)]
