@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from trainables.contract import Artifact
+from trainables.contract import Artifact, Tag
 
 SHOWN_FIRST = ("model", "loss")  # what a trial is, at a glance: printed bare, without key=
 MAX_NAME_KEYS = 4  # run names stay readable in the MLflow UI's run list
@@ -47,20 +47,20 @@ def trial_tags(
 ) -> dict[str, str]:
     """The contract tags of a child run (docs/mlflow.md). ``name`` is the sweep's."""
     tags = {
-        "scan.name": name,
-        "scan.trial_id": trial_id,
-        "scan.space_hash": space_hash,
-        "scan.baseline": "true" if baseline else "false",
-        "scan.varied": json.dumps(list(varied)),
+        Tag.NAME: name,
+        Tag.TRIAL_ID: trial_id,
+        Tag.SPACE_HASH: space_hash,
+        Tag.BASELINE: "true" if baseline else "false",
+        Tag.VARIED: json.dumps(list(varied)),
     }
     if git_sha:
-        tags["scan.git_sha"] = git_sha
+        tags[Tag.GIT_SHA] = git_sha
     if data_hash:
-        tags["scan.data_hash"] = data_hash
+        tags[Tag.DATA_HASH] = data_hash
     if class_names is not None:
-        tags["scan.class_names"] = json.dumps(list(class_names))
+        tags[Tag.CLASS_NAMES] = json.dumps(list(class_names))
     if target_names is not None:
-        tags["scan.target_names"] = json.dumps(list(target_names))
+        tags[Tag.TARGET_NAMES] = json.dumps(list(target_names))
     return tags
 
 
