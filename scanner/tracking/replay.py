@@ -68,8 +68,8 @@ class Replay:
         except (MlflowException, OSError) as exc:
             if not refused(exc):
                 raise
-            if len(items) == 1:
-                return [(items[0], reason(exc))]
+            if len(items) <= 1:
+                return [(item, reason(exc)) for item in items]
         middle = len(items) // 2
         return self.log_items(run_id, items[:middle]) + self.log_items(run_id, items[middle:])
 
