@@ -9,6 +9,7 @@ what the start created (``scanner run`` works again); a Ctrl-C later leaves ever
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import signal
@@ -34,7 +35,8 @@ from scanner.sweep.setup import (PHASE_DONE, PHASE_FINALS, PHASE_REPLICAS, PHASE
                                  load_sweep_folder, mark_phase, optuna_url, prepare, store_lock)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
-from scanner.tracking import PARENT_KEY, MlflowWriter, check_reachable, ensure_experiment, git_sha
+from scanner.tracking import (PARENT_KEY, MlflowWriter, check_reachable, ensure_experiment, git_sha,
+                              report_dropped)
 from trainables.contract import PARENT_ROLE, Artifact, Status, Tag
 from trainables.data import data_hash, open_events
 from trainables.environ import scoped_environ
@@ -133,6 +135,12 @@ def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
             return finish(life, states, replicas)
         except KeyboardInterrupt:
             raise interrupted(life, space_path) from None
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                if life.driver is not None:
+                    end_unfinished(life.driver, life.writer, interrupted=False)
+                raise
+            raise no_space(life) from None
         except SweepStopped as stop:
             end_unfinished(life.driver, life.writer, interrupted=False)
             raise SweepFailed(f"stopped: the baseline and the first trials all failed with: {stop}; fix the cause, "
@@ -230,6 +238,10 @@ def finish(life: Life, states: list[TrialState], replicas: list[TrialState]) -> 
     for thread in life.background:  # the report needs its imports
         thread.join()
     report = finals.build_report(sweep.name, sweep.instance, sweep.tracking_uri, writer, sweep.report_dir)
+    dropped = report_dropped(writer, PARENT_KEY, sweep.folder, flush_s=FLUSH_S)
+    if dropped:
+        print(f"scanner: MLflow refused {dropped} record(s) for good; they are listed in "
+              f"{sweep.folder / Artifact.DROPPED} and counted in the parent run's {Tag.DROPPED} tag", file=sys.stderr)
     writer.end_run(PARENT_KEY, "FINISHED")
     life.progress.say(finals.summary_line(sweep.name, states, best, space.objective.metric, report,
                                           sweep.tracking_uri))
@@ -247,6 +259,17 @@ def close(life: Life) -> None:
     life.background.clear()
     if life.ray_started:
         stop_ray()
+
+
+def no_space(life: Life) -> SweepFailed:
+    """A full disk under the sweep's folder: the journal keeps what it holds, the runs end FAILED straight through
+    MLflow (nothing stays RUNNING: the journal cannot take their end), and `scanner resume` finishes once there is
+    space."""
+    folder = life.sweep.folder
+    unreached = life.writer.end_runs_directly(f"no space left on device under {folder}") if life.writer else []
+    tail = f" ({len(unreached)} run(s) could not be ended: MLflow's store is full too)" if unreached else ""
+    return SweepFailed(f"no space left on device under {folder}: the sweep stopped; its journal keeps what MLflow "
+                       f"has not taken yet{tail}; free some space, then 'scanner resume {life.sweep.name}'")
 
 
 def interrupted(life: Life, space_path: str) -> Interrupted:

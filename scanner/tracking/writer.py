@@ -30,13 +30,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from scanner.tracking.faults import WriterFailed, disk_full, reason, transient
 from scanner.tracking.http_env import hold_fail_fast, release_fail_fast
 from scanner.tracking.journal import Dropped, Journal, JournalFull
 from scanner.tracking.replay import Replay, remove_spooled
-from trainables.contract import Artifact, Tag
+from trainables.contract import Artifact, Status, Tag, tag_value
 from trainables.files import atomic_write_text
 
 PARENT_KEY = "parent"  # the journal's key for the sweep's parent run; trials use Tune's trial id
@@ -192,6 +193,22 @@ class MlflowWriter:
                 )
         self._raise_failure()
         return self._closed
+
+    def end_runs_directly(self, why: str) -> list[str]:
+        """The journal cannot take another record (a full disk): end the runs it started FAILED straight through
+        MLflow, so that none stays RUNNING. What the journal holds is written by the next writer (``scanner
+        resume``). Returns the runs it could not reach (MLflow's own store may be full too)."""
+        unreached = []
+        for run_key, run_id in self.run_ids().items():
+            try:
+                if self.client.get_run(run_id).info.status != "RUNNING":
+                    continue
+                self.client.set_tag(run_id, Tag.STATUS, Status.FAILED)
+                self.client.set_tag(run_id, Tag.FAILURE, tag_value(why))
+                self.client.set_terminated(run_id, "FAILED")
+            except MlflowException as exc:  # the store is full or away as well: said, and resume ends it
+                unreached.append(f"{run_key} {run_id}: {reason(exc)}")
+        return unreached
 
     def _wait_empty(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
