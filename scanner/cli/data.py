@@ -32,12 +32,25 @@ def _register_synth(verbs, parent):
     s = verbs.add_parser("synth", parents=[parent], help="write a synthetic two-view LArTPC data set",
                          description="Synthetic neutrino events in a liquid-argon TPC: x-z and y-z views, labels "
                                      "(NC, nueCC, numuCC[, nutauCC]), lepton-direction targets and truth.",
-                         **example_help("scanner data synth --out lartpc.h5 --events 5000 --size 128 --seed 0"))
+                         **example_help("scanner data synth --out lartpc.h5 --events 5000 --size 128 --seed 0\n"
+                                      "  scanner data synth --out noisy.h5 --events 5000 --size 128 --seed 0 "
+                                      "--noise 0.2 --dead-wires 0.05"))
     s.add_argument("--out", required=True, type=Path, help="the HDF5 file to write")
     s.add_argument("--events", type=int, default=5000, help="number of events (default 5000: a few-minute sweep)")
     s.add_argument("--size", type=int, default=128, help="pixels per side of each view (default 128)")
     s.add_argument("--seed", type=int, default=0, help="same seed and arguments -> same file (default 0)")
     s.add_argument("--classes", default="nc,nue,numu", help="comma list of nc, nue, numu, nutau (default nc,nue,numu)")
+    knobs = s.add_argument_group("detector (systematics: the same seed gives the same events, differently detected)")
+    knobs.add_argument("--noise", type=float, default=0.1, metavar="MIP",
+                       help="electronic noise RMS, in MIP per pixel (default 0.1)")
+    knobs.add_argument("--dead-wires", type=float, default=0.02, metavar="FRACTION",
+                       help="fraction of dead wire columns per view (default 0.02; more keeps the nominal ones)")
+    knobs.add_argument("--threshold", type=float, default=0.3, metavar="MIP",
+                       help="zero-suppression threshold, in MIP per pixel (default 0.3)")
+    knobs.add_argument("--diffusion", type=float, default=1.0, metavar="FACTOR",
+                       help="factor on the transverse diffusion of the drifting charge (default 1.0)")
+    knobs.add_argument("--energy-scale", type=float, default=1.0, metavar="FACTOR",
+                       help="factor on the collected charge, a calibration shift (default 1.0)")
     s.set_defaults(handler=_synth)
 
 
@@ -64,10 +77,15 @@ def _register_import(verbs, parent):
 
 
 def _synth(args) -> int:
-    from trainables.data.synth import write_synthetic
+    from trainables.data.synth import CLI_FLAGS, Detector, write_synthetic
 
-    out = write_synthetic(args.out, events=args.events, size=args.size, seed=args.seed, classes=args.classes)
-    print(f"wrote {out} ({args.events} events, 2x{args.size}x{args.size}); next: scanner data inspect {out}")
+    detector = Detector(noise_mips=args.noise, dead_wire_fraction=args.dead_wires, threshold_mips=args.threshold,
+                        diffusion=args.diffusion, energy_scale=args.energy_scale)
+    out = write_synthetic(args.out, events=args.events, size=args.size, seed=args.seed, classes=args.classes,
+                          detector=detector)
+    changed = " ".join(f"--{CLI_FLAGS[k]} {v:g}" for k, v in detector.changed().items())
+    what = f"; detector variant: {changed}" if changed else ""
+    print(f"wrote {out} ({args.events} events, 2x{args.size}x{args.size}{what}); next: scanner data inspect {out}")
     return 0
 
 

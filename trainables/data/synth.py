@@ -3,6 +3,13 @@
 Each event's deposits come from its own RNG (seeded by ``(seed, index)``), so the arrays do not depend on how the
 events are batched or on how many processes make them. Deposits are binned onto the x-z and y-z views with one
 ``np.bincount`` per few events, then the detector is applied: diffusion blur, electronic noise, dead wires, a threshold.
+
+The detector has knobs (``Detector``: noise, dead wires, threshold, diffusion, energy scale) for systematics studies.
+Each event draws its interaction before its noise, so the same seed with other knobs gives the same events (labels,
+truth, targets), differently detected: a nominal file and a variant differ only in the detector.
+
+    write_synthetic("nominal.h5", events=3000, size=32)
+    write_synthetic("noisy.h5", events=3000, size=32, detector=Detector(noise_mips=0.2, dead_wire_fraction=0.05))
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import h5py
@@ -28,6 +36,48 @@ DIFFUSION_CM = 0.9  # transverse spread of the drifting charge
 NOISE_MIPS = 0.1  # electronic noise RMS, in units of a MIP crossing one pixel
 THRESHOLD_MIPS = 0.3  # zero suppression: 3 sigma of the noise, below a third of a MIP
 DEAD_WIRE_FRACTION = 0.02  # a few dead channels per view, the same for every event (a detector's channel map)
+BLUR_3TAP_MAX_SIGMA = 0.8  # px: up to here the 3-tap kernel is close enough; an extra, wider blur goes beyond
+DENSE_NOISE_BELOW_SIGMAS = 2.0  # threshold/noise below this: the tail trick is poor, draw noise on every pixel
+
+
+@dataclass(frozen=True)
+class Detector:
+    """The detector response knobs of ``scanner data synth``; the defaults are the nominal detector."""
+
+    noise_mips: float = NOISE_MIPS  # electronic noise RMS, in MIP per pixel
+    dead_wire_fraction: float = DEAD_WIRE_FRACTION  # dead columns per view; a larger fraction keeps the nominal ones
+    threshold_mips: float = THRESHOLD_MIPS  # zero suppression, in MIP per pixel
+    diffusion: float = 1.0  # factor on the transverse spread of the drifting charge
+    energy_scale: float = 1.0  # factor on the collected charge (a calibration shift)
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise BadInput(f"--{CLI_FLAGS[f.name]} {value}: expected a finite number >= 0; "
+                               f"fix: e.g. --{CLI_FLAGS[f.name]} {getattr(NOMINAL, f.name):g} (the nominal value)")
+        if self.dead_wire_fraction >= 1:
+            raise BadInput(f"--dead-wires {self.dead_wire_fraction}: expected a fraction of the wires in [0, 1); "
+                           "fix: e.g. --dead-wires 0.05 for 5 %")
+        if self.energy_scale == 0:
+            raise BadInput("--energy-scale 0: no charge would be collected; fix: a factor > 0, e.g. 0.95")
+
+    @property
+    def is_nominal(self) -> bool:
+        return self == NOMINAL
+
+    def changed(self) -> dict[str, float]:
+        """The knobs that differ from the nominal detector, by field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(NOMINAL, f.name)}
+
+    def attrs(self) -> dict[str, float]:
+        """File attributes recording every knob (``detector_<knob>``)."""
+        return {f"detector_{f.name}": float(getattr(self, f.name)) for f in fields(self)}
+
+
+NOMINAL = Detector()
+CLI_FLAGS = {"noise_mips": "noise", "dead_wire_fraction": "dead-wires", "threshold_mips": "threshold",
+             "diffusion": "diffusion", "energy_scale": "energy-scale"}
 
 
 def parse_classes(classes) -> list[str]:
@@ -57,18 +107,27 @@ def blur_weights(sigma: float) -> tuple[float, float]:
     return 1.0 / (1 + 2 * side), side / (1 + 2 * side)
 
 
-def blur(views: np.ndarray, sigma: float) -> np.ndarray:
-    """3x3 gaussian diffusion of (B, V, H, W) views, splatting only the lit pixels (~1 %): ~10x cheaper than a
+def kernel_taps(sigma: float, radius: int = 1) -> list[tuple[int, float]]:
+    """(offset, weight) pairs of a normalised 1-D gaussian: today's 3 taps, or ``2 * radius + 1`` for a wide blur."""
+    if radius == 1:
+        centre, side = blur_weights(sigma)
+        return [(-1, side), (0, centre), (1, side)]
+    raw = [math.exp(-0.5 * k * k / sigma**2) for k in range(-radius, radius + 1)]
+    return [(k, w / sum(raw)) for k, w in zip(range(-radius, radius + 1), raw)]
+
+
+def blur(views: np.ndarray, sigma: float, radius: int = 1) -> np.ndarray:
+    """Gaussian diffusion of (B, V, H, W) views, splatting only the lit pixels (~1 %): ~10x cheaper than a
     dense separable blur. Charge that would land outside the image is lost, as at a real detector edge."""
-    centre, side = blur_weights(sigma)
+    taps = kernel_taps(sigma, radius)
     n, v, h, w = views.shape
     flat = views.reshape(-1)
     lit = np.flatnonzero(flat)
     q = flat[lit]
     row, col = (lit // w) % h, lit % w
     targets, weights = [], []
-    for dr, wr in ((-1, side), (0, centre), (1, side)):
-        for dc, wc in ((-1, side), (0, centre), (1, side)):
+    for dr, wr in taps:
+        for dc, wc in taps:
             ok = (row + dr >= 0) & (row + dr < h) & (col + dc >= 0) & (col + dc < w)
             targets.append(lit[ok] + dr * w + dc)
             weights.append(q[ok] * (wr * wc))
@@ -76,17 +135,38 @@ def blur(views: np.ndarray, sigma: float) -> np.ndarray:
     return out.astype(np.float32).reshape(views.shape)
 
 
-def dead_wires(size: int, seed: int) -> np.ndarray:
-    """(2, size) bool: the dead columns of each view."""
+def diffuse(views: np.ndarray, size: int, factor: float) -> np.ndarray:
+    """The nominal blur, scaled by ``factor``. A wider spread is the nominal blur followed by an extra one (variances
+    add), so a variant keeps the nominal approximations and only adds what the factor asks."""
+    nominal = max(DIFFUSION_CM / pixel_cm(size), 0.3)
+    if factor <= 1:
+        return blur(views, factor * nominal) if factor > 0 else views
+    extra = nominal * math.sqrt(factor**2 - 1)
+    radius = 1 if extra <= BLUR_3TAP_MAX_SIGMA else math.ceil(2.5 * extra)
+    return blur(blur(views, nominal), extra, radius)
+
+
+def dead_wire_count(fraction: float, size: int) -> int:
+    return 0 if fraction == 0 else min(max(int(round(fraction * size)), 1), size)
+
+
+def dead_wires(size: int, seed: int, fraction: float = DEAD_WIRE_FRACTION) -> np.ndarray:
+    """(2, size) bool: the dead columns of each view. The nominal map is drawn first, as it always was; a larger
+    fraction adds columns to it and a smaller one keeps part of it, so variants share the nominal detector's map."""
     rng = np.random.default_rng([seed, 7919])
-    n_dead = max(int(round(DEAD_WIRE_FRACTION * size)), 1)
+    n_nominal, n_dead = dead_wire_count(DEAD_WIRE_FRACTION, size), dead_wire_count(fraction, size)
+    nominal = [rng.choice(size, n_nominal, replace=False) for _ in range(2)]
     dead = np.zeros((2, size), bool)
-    for view in range(2):
-        dead[view, rng.choice(size, n_dead, replace=False)] = True
+    for view, chosen in enumerate(nominal):
+        if n_dead > n_nominal:
+            rest = np.setdiff1d(np.arange(size), chosen)
+            chosen = np.concatenate([chosen, rng.choice(rest, n_dead - n_nominal, replace=False)])
+        dead[view, chosen[:n_dead]] = True
     return dead
 
 
-def make_batch(start: int, stop: int, size: int, seed: int, flavours: list[str]) -> dict[str, np.ndarray]:
+def make_batch(start: int, stop: int, size: int, seed: int, flavours: list[str],
+               detector: Detector = NOMINAL) -> dict[str, np.ndarray]:
     """Events ``start..stop-1``: images (B, 2, size, size) float16 and the truth arrays."""
     n = stop - start
     step = track_step(size)
@@ -104,7 +184,7 @@ def make_batch(start: int, stop: int, size: int, seed: int, flavours: list[str])
             truth["labels"].append(label)
             for k, v in t.items():
                 truth[k].append(v)
-        images[sub:sub + len(rngs)] = detector_response(bin_views(deposits, size), size, seed, rngs)
+        images[sub:sub + len(rngs)] = detector_response(bin_views(deposits, size), size, seed, rngs, detector)
     return {"images": images, **{k: np.asarray(v) for k, v in truth.items()}}
 
 
@@ -123,32 +203,43 @@ def bin_views(deposits, size: int) -> np.ndarray:
     return views.astype(np.float32).reshape(len(deposits), 2, size, size)
 
 
-def detector_response(views: np.ndarray, size: int, seed: int, rngs) -> np.ndarray:
-    """Diffusion, noise, dead wires and zero suppression. Noise is drawn only where it can survive the threshold:
-    on pixels with charge, plus the pure-noise hits of the gaussian tail (same statistics, ~20x cheaper)."""
+def detector_response(views: np.ndarray, size: int, seed: int, rngs, detector: Detector = NOMINAL) -> np.ndarray:
+    """Charge scale, diffusion, noise, dead wires and zero suppression. Noise is drawn only where it can survive the
+    threshold: on pixels with charge, plus the pure-noise hits of the gaussian tail (same statistics, ~20x cheaper);
+    with a threshold under ``DENSE_NOISE_BELOW_SIGMAS`` noise RMS, on every pixel."""
     mip = phys.MIP_DEDX * pixel_cm(size)
-    sigma, threshold = NOISE_MIPS * mip, THRESHOLD_MIPS * mip
-    views = blur(views, max(DIFFUSION_CM / pixel_cm(size), 0.3))
-    tail = THRESHOLD_MIPS / NOISE_MIPS  # in sigmas
+    sigma, threshold = detector.noise_mips * mip, detector.threshold_mips * mip
+    if detector.energy_scale != 1.0:
+        views *= np.float32(detector.energy_scale)
+    views = diffuse(views, size, detector.diffusion)
+    if sigma > 0:
+        add_noise(views, rngs, sigma, detector.threshold_mips / detector.noise_mips)
+    views[:, dead_wires(size, seed, detector.dead_wire_fraction)] = 0.0
+    views[views < threshold] = 0.0
+    return views
+
+
+def add_noise(views: np.ndarray, rngs, sigma: float, tail: float) -> None:
+    """Gaussian noise of RMS ``sigma`` on every pixel that can pass a threshold of ``tail`` sigmas, in place."""
     p_hit = 0.5 * math.erfc(tail / math.sqrt(2))
     for event, rng in zip(views, rngs):
         flat = event.reshape(-1)
+        if tail < DENSE_NOISE_BELOW_SIGMAS:
+            flat += rng.standard_normal(flat.size, dtype=np.float32) * sigma
+            continue
         lit = np.flatnonzero(flat)
         flat[lit] += rng.standard_normal(lit.size, dtype=np.float32) * sigma
         hits = rng.integers(0, flat.size, rng.poisson(p_hit * flat.size))
         # the gaussian tail beyond a is close to a + Exp(1/a)
         flat[hits] += (tail + rng.exponential(1.0 / tail, hits.size)).astype(np.float32) * sigma
-    views[:, dead_wires(size, seed)] = 0.0
-    views[views < threshold] = 0.0
-    return views
 
 
 def _batch_task(args):
     return args[0], make_batch(*args)
 
 
-def _batches(events: int, size: int, seed: int, flavours: list[str], workers: int):
-    tasks = [(s, min(s + BATCH, events), size, seed, flavours) for s in range(0, events, BATCH)]
+def _batches(events: int, size: int, seed: int, flavours: list[str], workers: int, detector: Detector):
+    tasks = [(s, min(s + BATCH, events), size, seed, flavours, detector) for s in range(0, events, BATCH)]
     if workers <= 1 or events < PARALLEL_MIN_EVENTS:
         for t in tasks:
             yield _batch_task(t)
@@ -162,7 +253,7 @@ def _batches(events: int, size: int, seed: int, flavours: list[str], workers: in
         yield from pool.imap(_batch_task, tasks)  # ordered: the file is written front to back
 
 
-def _create_datasets(f: h5py.File, events: int, size: int, flavours: list[str], seed: int) -> None:
+def _create_datasets(f: h5py.File, events: int, size: int, flavours: list[str], seed: int, detector: Detector) -> None:
     f.attrs["class_names"] = [CLASS_NAMES[c] for c in flavours]
     f.attrs["target_names"] = ["dx", "dy", "dz"]
     f.attrs["direction"] = "unit_vector"
@@ -170,7 +261,10 @@ def _create_datasets(f: h5py.File, events: int, size: int, flavours: list[str], 
     f.attrs["pixel_cm"] = pixel_cm(size)
     f.attrs["units"] = "MeV"
     f.attrs["generator"] = (f"scanner data synth --events {events} --size {size} --seed {seed} "
-                            f"--classes {','.join(flavours)}")
+                            f"--classes {','.join(flavours)}"
+                            + "".join(f" --{CLI_FLAGS[k]} {v:g}" for k, v in detector.changed().items()))
+    if not detector.is_nominal:  # a nominal file stays byte-identical to one written before the knobs existed
+        f.attrs.update(detector.attrs())
     # gzip-1, no shuffle: the smallest and, read as raw chunks + zlib (h5dataset.py), the fastest we measured;
     # lzf read ~1.5x slower through h5py and has no stdlib decoder
     f.create_dataset("images", (events, 2, size, size), np.float16, chunks=(1, 2, size, size),
@@ -184,16 +278,19 @@ def _create_datasets(f: h5py.File, events: int, size: int, flavours: list[str], 
 
 
 def write_synthetic(path, events: int = 5000, size: int = 128, seed: int = 0,
-                    classes=("nc", "nue", "numu"), progress: bool = True, workers: int | None = None) -> Path:
-    """Write ``events`` synthetic LArTPC events to ``path`` (temp file + rename: no half-written file)."""
+                    classes=("nc", "nue", "numu"), progress: bool = True, workers: int | None = None,
+                    detector: Detector = NOMINAL) -> Path:
+    """Write ``events`` synthetic LArTPC events to ``path`` (temp file + rename: no half-written file). A variant
+    detector records its knobs in ``detector_*`` file attributes; the nominal one writes none."""
     flavours = parse_classes(classes)
+    detector.validate()
     if events < 1 or not 8 <= size <= 1024:
         raise BadInput(f"{path}: --events {events} / --size {size}: expected events >= 1 and 8 <= size <= 1024")
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)  # 2 = the cores these machines have
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        _create_datasets(f, events, size, flavours, seed)
+        _create_datasets(f, events, size, flavours, seed, detector)
         bar = progress_bar(events, "synth", progress)
-        for start, batch in _batches(events, size, seed, flavours, workers):
+        for start, batch in _batches(events, size, seed, flavours, workers, detector):
             stop = start + len(batch["labels"])
             for name, arr in batch.items():
                 f[name][start:stop] = arr
