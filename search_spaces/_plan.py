@@ -147,5 +147,19 @@ def format_plan(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) -> s
         + (f", about {math.ceil(worst / at_once)} epoch-lengths of wall time at {at_once} at once" if at_once else ""),
         f"Finally: the top {b.final_top} trial(s) and the baseline are evaluated once on the test split "
         f"({b.final_top + 1} test evaluations)",
+        *_replica_lines(space, at_once),
     ]
     return "\n".join(lines)
+
+
+def _replica_lines(space: SpaceFile, at_once: int) -> list[str]:
+    """What ``final_seeds`` adds: each finalist and the baseline retrained with N - 1 more seeds."""
+    b = space.budget
+    if b.final_seeds <= 1:
+        return []
+    replicas = (b.final_top + 1) * (b.final_seeds - 1)
+    extra = replicas * b.max_epochs
+    wall = f", about {math.ceil(extra / at_once)} epoch-lengths more at {at_once} at once" if at_once else ""
+    return [f"Seed replicas: ({b.final_top} finalists + 1 baseline) x {b.final_seeds - 1} more seed(s) = {replicas} "
+            f"replicas, each trained up to its original's best epoch (at most {b.max_epochs}) and tested once: up "
+            f"to {extra} extra epochs{wall}"]

@@ -37,7 +37,7 @@ class Budget:
     sampler: str = "tpe"  # Optuna's default; handles conditional params. With `also` the loader implies nsga2
     seed: int = 0  # the same YAML samples the same configs
     final_top: int = 3  # three test evaluations (+ baseline) tell luck from a real gain without touching test much
-    final_seeds: int = 1  # runs per finalist in all: N > 1 trains N-1 seed replicas of each finalist and the baseline
+    final_seeds: int = 1  # runs per finalist (and baseline), the original included: 1 = no seed replicas
     max_failures: int = 1  # one retry per trial: survives a lost node or a killed worker, not a real bug
 
 
