@@ -7,6 +7,7 @@
     scanner run search_spaces/demo.yaml                         # the sweep
     scanner resume demo                                         # finish an interrupted sweep
     scanner report demo --out report/                           # ranking, physics and telemetry report
+    scanner evaluate finals-of:demo --data noisy.h5 --label noisy  # the finals on a detector variant
     scanner ui                                                  # the MLflow UI on this folder's store
     scanner slurm space.yaml --nodes 4 --gpus-per-node 4        # an sbatch script for a Ray cluster
 
@@ -20,12 +21,12 @@ import sys
 import textwrap
 from typing import Sequence
 
-from scanner.cli import data, report, resume, run, slurm, train, ui
+from scanner.cli import data, evaluate, report, resume, run, slurm, train, ui
 from scanner.cli.common import OneLineParser, absolute_tracking_uri, common_parent, default_tracking_uri
 from scanner.errors import Interrupted, SweepFailed
 from trainables.errors import BadInput
 
-VERBS = (data, train, run, resume, report, ui, slurm)
+VERBS = (data, train, run, resume, report, evaluate, ui, slurm)
 
 __all__ = ["build_parser", "main", "absolute_tracking_uri", "default_tracking_uri"]
 
