@@ -94,15 +94,22 @@ def finals_of(sweep_name: str, tracking_uri: str, client: MlflowClient, shown: s
     if not runs:
         raise BadInput(f"'{shown}': sweep '{sweep_name}' has no finals with a checkpoint yet (runs tagged "
                        f"{Tag.FINAL}=true); wait for the sweep to finish, or use best-of:{sweep_name}")
-    return sorted(runs, key=_group_order)
+    return in_group_order(runs)
 
 
-def _group_order(run: Run) -> tuple:
-    """The baseline first, then each original followed by its replicas, by seed."""
-    tags = run.data.tags
-    original = tags.get(Tag.REPLICA_OF) or tags.get(Tag.TRIAL_ID, "")
-    seed = int(tags.get(Tag.SEED) or 0) if tags.get(Tag.REPLICA_OF) else -1
-    return (tags.get(Tag.BASELINE) != "true" or bool(tags.get(Tag.REPLICA_OF)), original, seed, run.info.run_name or "")
+def in_group_order(runs: list[Run]) -> list[Run]:
+    """The baseline's group first, then each original followed by its replicas, by seed."""
+    baselines = {r.data.tags.get(Tag.TRIAL_ID) for r in runs
+                 if r.data.tags.get(Tag.BASELINE) == "true" and not r.data.tags.get(Tag.REPLICA_OF)}
+
+    def key(run: Run) -> tuple:
+        tags = run.data.tags
+        original = tags.get(Tag.REPLICA_OF) or tags.get(Tag.TRIAL_ID, "")
+        seed = tags.get(Tag.SEED, "")
+        replica_seed = (int(seed) if seed.isdigit() else 0) if tags.get(Tag.REPLICA_OF) else -1
+        return original not in baselines, original, replica_seed, run.info.run_name or ""
+
+    return sorted(runs, key=key)
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -122,6 +129,17 @@ class Checkpoint:
     @property
     def name(self) -> str:
         return self.run.info.run_name or self.run.info.run_id[:8]
+
+    @property
+    def short_name(self) -> str:
+        """``t03``, ``t00 baseline``, ``t03 seed 1``: the run name's full config is too wide for a table."""
+        tags = self.run.data.tags
+        words = [self.name.split()[0]]
+        if tags.get(Tag.BASELINE) == "true":
+            words.append("baseline")
+        if tags.get(Tag.REPLICA_OF):
+            words.append(f"seed {tags.get(Tag.SEED, '?')}")
+        return " ".join(words)
 
     @property
     def who(self) -> str:
@@ -279,7 +297,7 @@ def shift_table(results: list[Result], aggregates: dict[tuple[str, str], dict[st
     for r in results:
         figure, logged = HEADLINE[r.job.checkpoint.trained.task], r.job.checkpoint.run.data.metrics
         nominal, value = logged.get(f"test/{figure}"), r.metrics.get(figure)
-        rows.append((r.job.checkpoint.name, r.job.label, figure, _value(nominal, logged.get(f"test/{figure}_err")),
+        rows.append((r.job.checkpoint.short_name, r.job.label, figure, _value(nominal, logged.get(f"test/{figure}_err")),
                      _value(value, r.metrics.get(f"{figure}_err")), _shift(nominal, value)))
     by_run = {r.job.checkpoint.run.info.run_id: r.job.checkpoint for r in results}
     for (run_id, label), aggregate in aggregates.items():
@@ -287,7 +305,7 @@ def shift_table(results: list[Result], aggregates: dict[tuple[str, str], dict[st
         figure, logged = HEADLINE[ck.trained.task], ck.run.data.metrics
         seeds = 1 + sum(r.job.label == label and r.job.checkpoint.replica_of == ck.trial_id for r in results)
         mean_nominal, mean = logged.get(f"seeds/test/{figure}"), aggregate.get(f"seeds/{syst_prefix(label)}{figure}")
-        rows.append((f"{ck.name}: mean of {seeds} seeds (± spread)", label, figure,
+        rows.append((f"{ck.short_name}: mean of {seeds} seeds (± spread)", label, figure,
                      _value(mean_nominal, logged.get(f"seeds/test/{figure}_std")),
                      _value(mean, aggregate.get(f"seeds/{syst_prefix(label)}{figure}_std")), _shift(mean_nominal, mean)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -76,7 +76,7 @@ def run_evaluate(args) -> int:
         aggregates = syst.seed_aggregates(results)
         syst.log_results(client, results, aggregates)
     print("\n".join(syst.shift_table(results, aggregates)))
-    labels = ", ".join(label for label, _ in labelled)
-    print(f"logged syst/<{labels}>/... to {len(checkpoints)} run(s) in {args.tracking_uri}; "
-          f"the report's Systematics section shows them: scanner report <sweep>")
+    names = ", ".join(f"syst/{label}/..." for label, _ in labelled)
+    print(f"logged {names} to {len(checkpoints)} run(s) in {args.tracking_uri}; the report's Systematics section "
+          "shows them (scanner report NAME)")
     return 0

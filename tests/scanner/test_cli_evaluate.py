@@ -55,7 +55,10 @@ def one_error_line(capsys) -> str:
 
 def test_finals_of_logs_every_final_and_replica_and_the_seed_mean(syst_sweep, variants, capsys):
     assert evaluate(syst_sweep, "finals-of:syst", "--data", variants["noisy"], "--label", "noisy") == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    evaluated = [line.split(" on ")[0] for line in captured.err.splitlines() if line.startswith("evaluated ")]
+    assert evaluated == ["evaluated t00 baseline", "evaluated t01 t01", "evaluated t01-s1 t01-seed1"]  # in groups
     for key in FINALS:
         logged = syst_sweep.metrics(key)
         assert {"syst/noisy/accuracy", "syst/noisy/accuracy_err", "syst/noisy/efficiency/NC",
@@ -71,7 +74,7 @@ def test_finals_of_logs_every_final_and_replica_and_the_seed_mean(syst_sweep, va
     assert not any(k.startswith("seeds/") for k in syst_sweep.metrics("baseline"))  # no replicas of its own
     assert not any(k.startswith("seeds/") for k in seed1)
     assert "seeds/n" not in t01  # the sweep's own count, logged with seeds/test/
-    assert "nominal (test)" in out and "t01: mean of 2 seeds" in out
+    assert "nominal (test)" in out and "t01: mean of 2 seeds" in out and "t01-s1 seed 1 " in out
     shift = t01["syst/noisy/accuracy"] - t01["test/accuracy"]
     assert f"{shift:+.4f}" in out
 
