@@ -8,7 +8,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from fixtures_evaluate import EVENTS, SIZE, syst_sweep  # noqa: F401  (syst_sweep: a fixture)
+from fixtures_evaluate import EVENTS, SIZE
 
 from scanner.cli import main
 from scanner.targets import resolve_run

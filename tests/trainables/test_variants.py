@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from fixtures_evaluate import EVENTS, SIZE, syst_sweep, train_tiny  # noqa: F401  (syst_sweep: a fixture)
+from fixtures_evaluate import EVENTS, SIZE, train_tiny
 
 from trainables.checkpoint import load_state
 from trainables.config import DataConfig, TrialConfig
