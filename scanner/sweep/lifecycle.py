@@ -9,7 +9,6 @@ what the start created (``scanner run`` works again); a Ctrl-C later leaves ever
 
 from __future__ import annotations
 
-import errno
 import json
 import shutil
 import signal
@@ -35,7 +34,8 @@ from scanner.sweep.setup import (PHASE_DONE, PHASE_FINALS, PHASE_REPLICAS, PHASE
                                  load_sweep_folder, mark_phase, optuna_url, prepare, store_lock)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
-from scanner.tracking import (PARENT_KEY, MlflowWriter, check_reachable, ensure_experiment, git_sha,
+from scanner.tracking.faults import disk_full
+from scanner.tracking import (PARENT_KEY, JournalFull, MlflowWriter, check_reachable, ensure_experiment, git_sha,
                               report_dropped)
 from trainables.contract import PARENT_ROLE, Artifact, Status, Tag
 from trainables.data import data_hash, open_events
@@ -135,19 +135,14 @@ def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
             return finish(life, states, replicas)
         except KeyboardInterrupt:
             raise interrupted(life, space_path) from None
-        except OSError as error:
-            if error.errno != errno.ENOSPC:
-                if life.driver is not None:
-                    end_unfinished(life.driver, life.writer, interrupted=False)
-                raise
-            raise no_space(life) from None
         except SweepStopped as stop:
             end_unfinished(life.driver, life.writer, interrupted=False)
             raise SweepFailed(f"stopped: the baseline and the first trials all failed with: {stop}; fix the cause, "
                               f"then 'scanner resume {sweep.name}' retries them") from None
-        except BaseException:
-            if life.driver is not None:
-                end_unfinished(life.driver, life.writer, interrupted=False)
+        except BaseException as error:
+            if disk_full(error):  # the journal, Optuna's sqlite, a checkpoint: whoever met it first
+                raise no_space(life) from None
+            fail_unfinished(life)
             raise
         finally:
             close(life)
@@ -259,6 +254,16 @@ def close(life: Life) -> None:
     life.background.clear()
     if life.ray_started:
         stop_ray()
+
+
+def fail_unfinished(life: Life) -> None:
+    """A driver error: no run is left RUNNING (unless the journal itself can take nothing more)."""
+    if life.driver is None:
+        return
+    try:
+        end_unfinished(life.driver, life.writer, interrupted=False)
+    except JournalFull:
+        life.writer.end_runs_directly("the sweep's driver failed; its journal is full")
 
 
 def no_space(life: Life) -> SweepFailed:

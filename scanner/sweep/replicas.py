@@ -89,7 +89,5 @@ def log_seed_aggregates(finalists: list[TrialState], replicas: list[TrialState],
         per_seed = [tests[t] for t in group if t in tests]
         if len(per_seed) < 2:
             continue
-        # the per-run statistical errors (`_err`) are not averaged: the report shows them beside the seed spread
-        figures = [{k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/") and not k.endswith("_err")}
-                   for metrics in per_seed]
+        figures = [{k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")} for metrics in per_seed]
         writer.log_metrics(original.trial_id, seed_aggregate(figures, "seeds/test/"), step=0)
