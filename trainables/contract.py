@@ -132,7 +132,7 @@ def colliding_keys(names: Iterable[str]) -> dict[str, list[str]]:
     return {key: group for key, group in groups.items() if len(group) > 1}
 
 
-PERF = ("perf/epoch_s", "perf/samples_per_s", "perf/data_wait_frac")
+PERF = ("perf/epoch_s", "perf/samples_per_s", "perf/data_wait_frac", "perf/step_ms_p50", "perf/step_ms_p95")
 SYS_CPU = ("sys/rss_gb", "sys/cpu_pct")
 SYS_GPU = (
     "sys/gpu_mem_allocated_gb",
@@ -142,6 +142,12 @@ SYS_GPU = (
     "sys/gpu_cache_slack",
     "sys/gpu_util_pct",
     "sys/gpu_power_w",
+    "sys/gpu_mem_peak_reserved_gb",
+    "sys/gpu_alloc_retries",
+    "sys/gpu_ooms",
+    "sys/gpu_proc_mem_gb",
+    "sys/gpu_procs_sharing",
+    "sys/gpu_proc_util_pct",
 )
 COMMON = ("train/loss", "val/loss", "train/lr")
 WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg")  # families that log `<name>_err`

@@ -20,16 +20,13 @@ from torch import nn
 from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables.checkpoint import load_state, rng_state, save_state, seed_everything
 from trainables.config import DataConfig, TrialConfig, TrialSpec, derived_seed
+from trainables.device import pick_device
 from trainables.errors import TrialDiverged
 from trainables.metrics import prefixed
 from trainables.reporting import Reporter, TrialOutcome
 
 NAN_CHECK_EVERY = 100  # steps between loss syncs: a NaN is caught early without a GPU sync every step
 MAIN_PHYSICS = ("accuracy", "efficiency/", "purity/", "fom/", "resolution68_deg", "bias/", "rms/")
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def amp_dtype_for(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:

@@ -1,0 +1,79 @@
+"""The trial's device and its physical GPU follow CUDA_VISIBLE_DEVICES; a GPU reservation never trains on CPU
+silently. This machine has no CUDA: the "CUDA present" cases switch torch's answer, nothing else."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.device import ALLOW_CPU_FALLBACK, GpuUnavailable, gpu_held, nvml_device_uuid_for, pick_device
+from trainables.errors import BadInput
+
+
+@pytest.mark.parametrize(
+    "index,visible,expected",
+    [
+        (0, "2,3", 2),
+        (1, "2,3", 3),
+        (1, " 2 , 3 ", 3),
+        (0, "GPU-abc,GPU-def", "GPU-abc"),
+        (1, "GPU-abc,GPU-def", "GPU-def"),
+        (0, "MIG-12ab", "MIG-12ab"),
+        (1, None, 1),
+    ],
+)
+def test_nvml_device_uuid_for(index, visible, expected):
+    assert nvml_device_uuid_for(index, visible) == expected
+
+
+@pytest.mark.parametrize("index,visible", [(2, "2,3"), (0, ""), (0, "gpu0")])
+def test_nvml_device_uuid_for_rejects_devices_not_visible(index, visible):
+    with pytest.raises(ValueError):
+        nvml_device_uuid_for(index, visible)
+
+
+@pytest.mark.parametrize(
+    "requested,environ,held",
+    [
+        (True, {}, True),
+        (False, {"CUDA_VISIBLE_DEVICES": "3"}, False),  # the caller knows: Ray gave no GPU
+        (None, {"CUDA_VISIBLE_DEVICES": "3"}, True),  # Ray lists the GPU it gave
+        (None, {"CUDA_VISIBLE_DEVICES": ""}, False),
+        (None, {}, False),
+    ],
+)
+def test_gpu_held(requested, environ, held):
+    assert gpu_held(requested, environ) is held
+
+
+def test_a_gpu_trial_without_cuda_fails_in_one_line(capsys):
+    assert not torch.cuda.is_available()  # these machines: the real answer, not a switched one
+    with pytest.raises(GpuUnavailable) as err:
+        pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "2"})
+    text = str(err.value)
+    assert text.startswith("this trial holds a GPU but CUDA is not available: ")
+    assert "\n" not in text and "CUDA_VISIBLE_DEVICES=2" in text and ALLOW_CPU_FALLBACK in text
+    assert isinstance(err.value, BadInput)  # `scanner train` prints it as one line, exit 2
+    with pytest.raises(GpuUnavailable):
+        pick_device(None, environ={"CUDA_VISIBLE_DEVICES": "0"})  # Ray's variable alone is a reservation
+
+
+def test_the_documented_switch_falls_back_to_cpu_and_says_so(capsys):
+    device = pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "1", ALLOW_CPU_FALLBACK: "1"})
+    assert device == torch.device("cpu")
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("scanner: trial device cpu (CUDA_VISIBLE_DEVICES=1;") and f"{ALLOW_CPU_FALLBACK}=1" in line
+    with pytest.raises(GpuUnavailable):
+        pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "1", ALLOW_CPU_FALLBACK: "yes"})  # only "1" switches
+
+
+def test_cpu_trials_stay_on_cpu_and_gpu_trials_take_cuda0(monkeypatch, capsys):
+    assert pick_device(False, environ={}) == torch.device("cpu")
+    assert pick_device(None, environ={"CUDA_VISIBLE_DEVICES": ""}) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "3"}) == torch.device("cuda", 0)  # = physical GPU 3
+    assert pick_device(False, environ={}) == torch.device("cpu")  # a GPU it did not reserve is another trial's
+    assert pick_device(None, environ={}) == torch.device("cuda", 0)  # scanner train: the machine is the user's
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[2] == "scanner: trial device cuda:0 (CUDA_VISIBLE_DEVICES=3)"
+    assert lines[4] == "scanner: trial device cuda:0 (CUDA_VISIBLE_DEVICES unset)"
