@@ -12,6 +12,7 @@ from typing import Callable
 
 from torch import nn
 
+from trainables.compat import mobilenet_v3_blocks
 from trainables.registry import Registry
 
 MODELS: Registry[Callable[[int], "Backbone"]] = Registry("model")
@@ -129,9 +130,9 @@ def mobilenet_v3_large(in_channels: int) -> Backbone:
 @MODELS.register("mobilenet_tiny", family="mobilenet", tiny="mobilenet_tiny", pretrained_source=None)
 def mobilenet_tiny(in_channels: int) -> Backbone:
     """MobileNetV3-small at width 0.25 with its first three blocks: SE, hardswish and the hidden classifier layer."""
-    from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
+    from torchvision.models.mobilenetv3 import MobileNetV3
 
-    blocks, _ = _mobilenet_v3_conf("mobilenet_v3_small", width_mult=0.25)
+    blocks = mobilenet_v3_blocks("mobilenet_v3_small", width_mult=0.25)
     return _mobilenet(MobileNetV3(blocks[:3], last_channel=64), in_channels, last=3)
 
 

@@ -7,7 +7,8 @@
 
 Built on ``torch.optim.swa_utils.AveragedModel(use_buffers=True)``. The first update copies the live model; update
 n+1 (n updates already folded in) uses decay min(decay, (1 + n) / (10 + n)), so a 0.9999 EMA of a short sweep
-trial follows the training instead of staying at the random init for 10 000 steps (timm's ModelEmaV3 warm-up).
+trial follows the training instead of staying at the random init for 10 000 steps (the ``num_updates`` warm-up
+of TensorFlow's ``ExponentialMovingAverage``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
+
+from trainables.compat import foreach_lerp_
 
 __all__ = ["ModelEMA", "warmup_decay"]
 
@@ -43,7 +46,7 @@ class ModelEMA:
         """Called by AveragedModel per (device, dtype) group. Integer buffers (BatchNorm's num_batches_tracked)
         are counters, not estimates: they take the live value."""
         if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
-            torch._foreach_lerp_(ema, live, 1.0 - self._now)
+            foreach_lerp_(ema, live, 1.0 - self._now)
         else:
             for e, x in zip(ema, live):
                 e.copy_(x)

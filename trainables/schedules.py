@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from trainables.compat import set_last_lr
 from trainables.config import TrialConfig
 from trainables.errors import BadInput
 from trainables.registry import Registry
@@ -136,7 +137,7 @@ class LRSchedule:
         k = self._lambda.last_epoch
         for group, base in zip(self.optimizer.param_groups, self._lambda.base_lrs):
             group["lr"] = base * self._factor(k) * self.scale
-        self._lambda._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        set_last_lr(self._lambda, [g["lr"] for g in self.optimizer.param_groups])
 
     def state_dict(self) -> dict[str, Any]:
         plateau = None

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
+from trainables.compat import shared_empty
 from trainables.config import DataConfig
 from trainables.data.schema import SPLITS, EventFile, open_events, open_h5
 from trainables.errors import BadInput
@@ -124,9 +125,7 @@ class H5Events(Dataset):
 def _shared_float32(shape) -> torch.Tensor:
     """A float32 tensor in shared memory, as default_collate makes in workers: handing it to the main process
     costs no copy, and a worker's heap does not grow (fragment) with a copy per batch."""
-    proto = torch.empty(0, dtype=torch.float32)
-    storage = proto._typed_storage()._new_shared(int(np.prod(shape)), device=proto.device)
-    return proto.new(storage).resize_(*shape)
+    return shared_empty(tuple(int(n) for n in shape), torch.float32)
 
 
 def raw_chunk_mode(ds) -> str | None:
