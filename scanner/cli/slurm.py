@@ -33,7 +33,8 @@ def slurm_command(args) -> int:
     if args.nodes < 1 or args.gpus_per_node < 0:
         raise BadInput(f"--nodes {args.nodes} --gpus-per-node {args.gpus_per_node}: need >= 1 node and >= 0 GPUs")
     space = load_space(args.space, require_data=False)  # the data may live only on the cluster's file system
-    check_resources(space, float(args.cpus_per_node or 10**6), float(args.nodes * args.gpus_per_node))
+    # per node: a trial's CPUs and GPUs come from one node (Ray never splits a trial's bundle across nodes)
+    check_resources(space, float(args.cpus_per_node or 10**6), float(args.gpus_per_node))
     text = sbatch_script(Path(args.space), space.name, args.nodes, args.gpus_per_node, args.partition, args.time,
                          args.cpus_per_node, args.tracking_uri)
     if not args.out:
