@@ -10,19 +10,28 @@ Ray sets ``CUDA_VISIBLE_DEVICES`` to the GPU ids it gave a trial, so torch's ``c
 ``gpu: 0.5`` two trials see the same id). A trial that holds a GPU on a machine without CUDA fails with one line
 instead of training on CPU for hours, unless ``SCANNER_ALLOW_CPU_FALLBACK=1`` is set where the trials run (for
 tests with Ray's logical GPUs: ``ray start --num-gpus 4`` on a machine without any).
+
+``SCANNER_START_BARRIER=<folder>:<n>`` (for checks and tests) holds each trial at this point until ``n`` trials have
+reached it, each leaving its device line in ``<folder>/<pid>``: trials that must overlap (two sharing a GPU, eight on
+four logical GPUs) then do, however slowly a loaded machine starts them.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Mapping
 
 import torch
 
 from trainables.errors import BadInput
+from trainables.files import atomic_write_text
 
 ALLOW_CPU_FALLBACK = "SCANNER_ALLOW_CPU_FALLBACK"
+START_BARRIER = "SCANNER_START_BARRIER"
+BARRIER_TIMEOUT_S = 300.0  # then go on: the check that wanted the overlap reports it missing
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 
@@ -94,5 +103,23 @@ def pick_device(gpu_requested: bool | None = None, environ: Mapping[str, str] = 
         device, note = torch.device("cuda", 0), ""  # not scheduled: the machine's GPUs are the user's
     else:
         device, note = torch.device("cpu"), ""
-    print(f"scanner: trial device {device} ({visible}{note})", file=sys.stderr, flush=True)
+    line = f"scanner: trial device {device} ({visible}{note})"
+    print(line, file=sys.stderr, flush=True)
+    if environ.get(START_BARRIER):
+        wait_at_barrier(environ[START_BARRIER], line)
     return device
+
+
+def wait_at_barrier(spec: str, line: str, timeout_s: float = BARRIER_TIMEOUT_S) -> int:
+    """``<folder>:<n>``: leave ``line`` in ``<folder>/<pid>``, then wait until ``n`` files are there (or the timeout).
+    Returns how many trials had arrived."""
+    folder, _, count = spec.rpartition(":")
+    if not folder or not count.isdigit():
+        raise BadInput(f"{START_BARRIER}={spec!r}: expected <folder>:<number of trials>")
+    atomic_write_text(Path(folder) / str(os.getpid()), line + "\n")
+    deadline = time.monotonic() + timeout_s
+    while (arrived := sum(1 for p in Path(folder).iterdir() if p.name.isdigit())) < int(count):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return arrived

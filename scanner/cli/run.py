@@ -24,9 +24,29 @@ def register(sub, parent) -> None:
 def run_command(args) -> int:
     from scanner.sweep.setup import dry_run  # the sweep's modules load torch and MLflow: not for --help
 
+    if args.dry_run and args.address:
+        print(cluster_plan(args.space, args.trials, args.address))
+        return 0
     if args.dry_run:
         print(dry_run(args.space, args.trials))
         return 0
     from scanner.sweep.lifecycle import run_sweep  # Ray and Tune load only when a sweep really runs
 
     return run_sweep(args.space, args.tracking_uri, address=args.address, trials=args.trials, quiet=args.quiet)
+
+
+def cluster_plan(space_path: str, trials: int | None, address: str) -> str:
+    """The plan against the cluster at ``address``: its CPUs and GPUs set how many trials run at once. Joining
+    starts nothing on it; the connection is closed before returning."""
+    from scanner.cluster import cluster_resources, ray_init, stop_ray  # Ray loads only with --address
+    from scanner.sweep.setup import with_trials
+    from search_spaces import format_plan, load_space
+
+    space = with_trials(load_space(space_path), trials)
+    started = ray_init(address)
+    try:
+        cpus, gpus = cluster_resources()
+    finally:
+        if started:
+            stop_ray()
+    return format_plan(space, cpus, gpus)

@@ -3,10 +3,21 @@ silently. This machine has no CUDA: the "CUDA present" cases switch torch's answ
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 
-from trainables.device import ALLOW_CPU_FALLBACK, GpuUnavailable, gpu_held, nvml_device_uuid_for, pick_device
+from trainables.device import (
+    ALLOW_CPU_FALLBACK,
+    START_BARRIER,
+    GpuUnavailable,
+    gpu_held,
+    nvml_device_uuid_for,
+    pick_device,
+    wait_at_barrier,
+)
 from trainables.errors import BadInput
 
 
@@ -77,3 +88,20 @@ def test_cpu_trials_stay_on_cpu_and_gpu_trials_take_cuda0(monkeypatch, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[2] == "scanner: trial device cuda:0 (CUDA_VISIBLE_DEVICES=3)"
     assert lines[4] == "scanner: trial device cuda:0 (CUDA_VISIBLE_DEVICES unset)"
+
+
+def test_start_barrier_waits_for_the_others_and_leaves_the_device_line(tmp_path):
+    (tmp_path / "4242").write_text("scanner: trial device cpu (CUDA_VISIBLE_DEVICES=1)\n")  # a trial already there
+    assert wait_at_barrier(f"{tmp_path}:2", "scanner: trial device cpu (CUDA_VISIBLE_DEVICES=0)", timeout_s=60) == 2
+    assert (tmp_path / str(os.getpid())).read_text() == "scanner: trial device cpu (CUDA_VISIBLE_DEVICES=0)\n"
+    begin = time.monotonic()
+    assert wait_at_barrier(f"{tmp_path}:3", "line", timeout_s=0.3) == 2  # nobody else comes: it gives up
+    assert time.monotonic() - begin >= 0.3
+    with pytest.raises(BadInput):
+        wait_at_barrier("no-count", "line")
+
+
+def test_pick_device_stops_at_the_barrier_when_asked(tmp_path, capsys):
+    environ = {"CUDA_VISIBLE_DEVICES": "", START_BARRIER: f"{tmp_path}:1"}
+    assert pick_device(None, environ=environ) == torch.device("cpu")
+    assert (tmp_path / str(os.getpid())).read_text().startswith("scanner: trial device cpu")
