@@ -6,7 +6,7 @@ DEMO ?= demo
 # torch is pinned to the wheels that lie on these machines' disks (DEVELOPERS.md); a bare `torch` pulls GBs.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test-fast: install
 
 bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# On a machine with CUDA: the GPU paths end to end in <= 5 minutes (docs/gpu.md); without CUDA one line, exit 0.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

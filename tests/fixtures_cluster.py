@@ -35,8 +35,8 @@ NODE_OPTS = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats",
 
 def cluster_env(**extra: str | None) -> dict[str, str]:
     """The environment of a test cluster's nodes and of the ``scanner`` processes that join it. With logical GPUs,
-    CUDA_VISIBLE_DEVICES must not be "" on the node (Ray would read it as "no GPU id"): pass ``CUDA_VISIBLE_DEVICES=None``
-    to drop it."""
+    CUDA_VISIBLE_DEVICES must not be "" on the node (Ray would read it as "no GPU id"): pass
+    ``CUDA_VISIBLE_DEVICES=None`` to drop it."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", CUDA_VISIBLE_DEVICES="", TQDM_DISABLE="1",
                RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
     env.pop("RAY_ADDRESS", None)
