@@ -26,7 +26,8 @@ from typing import Iterator
 import psutil
 import pytest
 
-from fixtures_sweep import REPO, free_port
+from fixtures_faults import scanner_env
+from fixtures_sweep import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE_OPTS = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats",
@@ -37,9 +38,7 @@ def cluster_env(**extra: str | None) -> dict[str, str]:
     """The environment of a test cluster's nodes and of the ``scanner`` processes that join it. With logical GPUs,
     CUDA_VISIBLE_DEVICES must not be "" on the node (Ray would read it as "no GPU id"): pass
     ``CUDA_VISIBLE_DEVICES=None`` to drop it."""
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", CUDA_VISIBLE_DEVICES="", TQDM_DISABLE="1",
-               RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
-    env.pop("RAY_ADDRESS", None)
+    env = scanner_env()
     for key, value in extra.items():
         if value is None:
             env.pop(key, None)
