@@ -35,3 +35,4 @@ from fixtures_data import *  # noqa: E402,F401,F403  tiny HDF5 event files
 from fixtures_sweep import *  # noqa: E402,F401,F403  MLflow server, local Ray, the shared tiny sweep
 from fixtures_faults import *  # noqa: E402,F401,F403  sweeps hit by Ctrl-C, SIGKILL and races, run once each
 from fixtures_evaluate import *  # noqa: E402,F401,F403  tiny checkpoints in a sweep's MLflow layout (systematics)
+from fixtures_tracking import *  # noqa: E402,F401,F403  a sqlite MLflow store per test, its schema built once

@@ -5,7 +5,9 @@ Each faulted sweep is run once per test session and shared by the tests that onl
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,35 @@ from mlflow.tracking import MlflowClient
 from fixtures_sweep import REPO, write_tiny_space
 
 __all__ = ["FaultedSweep", "scanner_env", "scanner_cmd", "start_sweep", "wait_for", "epochs_logged", "runs_of",
-           "study_of", "optuna_disagreements", "interrupted_sweep", "killed_sweep", "replicated_sweep", "short_tmp"]
+           "study_of", "optuna_disagreements", "interrupted_sweep", "killed_sweep", "replicated_sweep", "short_tmp",
+           "small_disk", "fill"]
+
+
+@contextlib.contextmanager
+def small_disk(mount: Path, size: str):
+    """A real file system of ``size`` (tmpfs) at ``mount``; skips the test where mounting is not allowed."""
+    mount.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Every free byte of the file system holding ``folder`` goes to one file (delete it to free the disk)."""
+    path = folder / "filler"
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while f.write(b"\0" * 65536):
+            pass
+    with open(path, "ab", buffering=0) as f, contextlib.suppress(OSError):
+        while f.write(b"\0"):  # the last few bytes too
+            pass
+    return path
 
 
 def short_tmp(tmp_path_factory, name: str) -> Path:

@@ -18,6 +18,9 @@ from mlflow.tracking import MlflowClient
 from scanner import tracking
 
 
+__all__ = ["Store", "empty_mlflow_db", "sqlite_store"]
+
+
 @dataclass
 class Store:
     uri: str

@@ -101,6 +101,7 @@ class SweepDriver(Callback):
     def on_trial_error(self, iteration, trials, trial: Trial, **info):
         state = self._state(trial)
         state.failure = error_text(trial.error_file)
+        state.error_file = trial.error_file
         self.finish(state, Status.FAILED)
 
     # -- what settling and the lifecycle use
@@ -148,7 +149,8 @@ class SweepDriver(Callback):
         self.writer.set_tags(state.trial_id, tags)
         self.writer.end_run(state.trial_id, MLFLOW_STATUS[status])
         if status == Status.FAILED:
-            self.progress.say(f"trial {state.name} failed: {last_line(state.failure)}")
+            where = f" (traceback: {state.error_file})" if state.error_file else ""
+            self.progress.say(f"trial {state.name} failed: {last_line(state.failure)}{where}")
         self.progress.update(self.trials.values())
 
     # -- helpers

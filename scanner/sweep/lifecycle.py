@@ -9,13 +9,16 @@ what the start created (``scanner run`` works again); a Ctrl-C later leaves ever
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import signal
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -42,6 +45,22 @@ from trainables.data import data_hash, open_events
 from trainables.environ import scoped_environ
 
 FLUSH_S = 120.0  # how long the end of a sweep waits for an unreachable tracking server before leaving the journal
+NO_SPACE_FLUSH_S = 5.0  # a full disk: what MLflow takes now is less for the resume, but nobody waits minutes
+QUIET_LOGGERS = ("ray.tune",)  # Tune logs each failed trial's traceback; the driver prints its reason in one line
+
+
+@contextlib.contextmanager
+def scoped_log_level(names: tuple[str, ...], level: int) -> Iterator[None]:
+    """Loggers at ``level`` while the block runs, then at their own level again (a notebook keeps its logging)."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, before):
+            logger.setLevel(old)
 
 
 class CtrlC:
@@ -123,7 +142,8 @@ def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
     """The phases, in order. Exit status 0, or 1 when trials failed."""
     life = Life(sweep, restore, ProgressLine(sweep.space.objective.metric, sweep.space.objective.mode, quiet))
     # Tune's banner and tables off (the driver prints progress); Ctrl-C reaches us, not Tune's own handler
-    with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"), life.ctrl_c:
+    with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"), life.ctrl_c, \
+            scoped_log_level(QUIET_LOGGERS, logging.CRITICAL):
         try:
             start(life)
             life.ctrl_c.check()
@@ -272,6 +292,9 @@ def no_space(life: Life) -> SweepFailed:
     space."""
     folder = life.sweep.folder
     unreached = life.writer.end_runs_directly(f"no space left on device under {folder}") if life.writer else []
+    if life.writer is not None:  # the line below says what the journal keeps
+        life.writer.close(NO_SPACE_FLUSH_S, say=False)
+        life.writer = None
     tail = f" ({len(unreached)} run(s) could not be ended: MLflow's store is full too)" if unreached else ""
     return SweepFailed(f"no space left on device under {folder}: the sweep stopped; its journal keeps what MLflow "
                        f"has not taken yet{tail}; free some space, then 'scanner resume {life.sweep.name}'")

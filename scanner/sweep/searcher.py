@@ -24,7 +24,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from scanner.sweep.results import BASELINE_KEY, FAILURE_KEY, is_baseline, result_epoch
+from scanner.sweep.results import BASELINE_KEY, FAILURE_KEY, result_epoch
 from search_spaces import SpaceFile, baseline_config, define_by_run, finite_points, trial_config
 from search_spaces.samplers import SAMPLERS
 from trainables.config import derived_seed

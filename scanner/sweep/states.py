@@ -21,6 +21,7 @@ class TrialState:
     best_epoch: int | None = None
     best_checkpoint: str | None = None
     failure: str | None = None
+    error_file: str | None = None  # Tune's file with the whole traceback of a crashed trial
     config: dict[str, Any] = field(default_factory=dict)  # the full resolved trial config (config.yaml)
     params: dict[str, Any] = field(default_factory=dict)  # what it ran: its MLflow params
     varied: list[str] = field(default_factory=list)  # the keys sampled for it (scan.varied)

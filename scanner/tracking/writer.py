@@ -176,16 +176,16 @@ class MlflowWriter:
         self._raise_failure()
         return done
 
-    def close(self, timeout_s: float = 60.0) -> bool:
-        """Flush, then stop the thread. What MLflow did not take stays in the journal for the next writer. A second
-        call answers as the first did."""
+    def close(self, timeout_s: float = 60.0, say: bool = True) -> bool:
+        """Flush, then stop the thread. What MLflow did not take stays in the journal for the next writer (one
+        stderr line says so, unless ``say`` is False: the caller says it). A second call answers as the first did."""
         if self._closed is None:
             self._closed = False
             try:
                 self._closed = self._wait_empty(timeout_s)
             finally:
                 self._shut_down()
-            if not self._closed and self._failure is None:
+            if not self._closed and self._failure is None and say:
                 print(
                     f"scanner: MLflow has not taken everything yet ({self.last_error or 'still busy'}); "
                     f"{self.journal} keeps what is not yet logged, and the next 'scanner resume' writes it",

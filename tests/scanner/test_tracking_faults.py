@@ -7,12 +7,12 @@ import errno
 import os
 import shutil
 import sqlite3
-import subprocess
 import threading
 
 import pytest
+
+from fixtures_faults import fill, small_disk
 from fixtures_sweep import free_port
-from fixtures_tracking import empty_mlflow_db, sqlite_store  # noqa: F401  (fixtures)
 
 from scanner import tracking
 
@@ -41,22 +41,8 @@ def test_a_crash_between_the_dedupe_row_and_the_op_loses_no_metric(sqlite_store)
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 1 MiB file system (tmpfs; needs root), unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def _fill(folder) -> None:
-    """Every free byte of the file system goes to one file."""
-    with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
-        while f.write(b"\0" * 4096):
-            pass
+    with small_disk(tmp_path / "disk", "1m") as mount:
+        yield mount
 
 
 def test_a_full_disk_keeps_the_journal_and_a_later_writer_delivers_it(tiny_disk, tmp_path, sqlite_store):
@@ -70,7 +56,7 @@ def test_a_full_disk_keeps_the_journal_and_a_later_writer_delivers_it(tiny_disk,
     checkpoint = tmp_path / "ck"
     checkpoint.mkdir()
     (checkpoint / "confusion.json").write_text("{}" + " " * 200_000)
-    _fill(tiny_disk)
+    fill(tiny_disk)
 
     with pytest.raises(tracking.JournalFull) as full:
         for step in range(4, 1000):  # sqlite may still fit a few rows in pages it already has

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 from fixtures_sweep import free_port
-from fixtures_tracking import empty_mlflow_db, sqlite_store  # noqa: F401  (fixtures)
 
 from scanner import tracking
 from trainables.errors import BadInput

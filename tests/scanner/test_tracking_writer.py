@@ -9,7 +9,6 @@ import pickle
 
 import pytest
 from fixtures_sweep import free_port
-from fixtures_tracking import empty_mlflow_db, sqlite_store  # noqa: F401  (fixtures)
 
 from scanner.tracking import http_env as tracking_http
 from scanner import tracking
