@@ -1,7 +1,7 @@
 """``load_init``: weights from a project checkpoint, a state_dict file, or ``hub:<weights name>``.
 
-Project checkpoints (``state.pt`` of the loop) hold ``{"model", "ema_model", "meta", ...}``; the EMA weights win
-when present, because the EMA model is the one that was evaluated. The backbone must match key for key and shape
+Project checkpoints (``state.pt`` of the loop) hold ``{"model", "eval_model", "meta", ...}``; ``eval_model`` wins
+(the model that was evaluated: EMA weights when EMA was on, BatchNorm statistics as evaluation used them). The backbone must match key for key and shape
 for shape (a resnet18 checkpoint silently half-loaded into a resnet34 would be a wrong result, not an error);
 the head is taken only when its shapes match, so a new task gets a fresh head.
 
@@ -19,9 +19,10 @@ from urllib.parse import urlparse
 
 import torch
 
+from trainables.checkpoint import evaluated_weights, read_torch_file
 from trainables.contract import Artifact
 from trainables.environ import scoped_environ
-from trainables.errors import BadInput
+from trainables.errors import BadCheckpoint, BadInput
 
 if TYPE_CHECKING:
     from trainables.models import DetectorNet
@@ -34,17 +35,6 @@ SHOW_KEYS = 3  # keys listed per kind of mismatch; the count says how many more
 # --- reading files -----------------------------------------------------------------------------------------------
 
 
-def _numpy_globals() -> list[Any]:
-    """The loop's checkpoints carry numpy RNG state; these three globals rebuild arrays and nothing else."""
-    import numpy as np
-
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
-
 def _read(path: Path, init: str) -> Any:
     if path.is_dir():
         path = path / Artifact.STATE
@@ -53,10 +43,9 @@ def _read(path: Path, init: str) -> Any:
             f"init '{init}': {path} does not exist; give a checkpoint folder (with {Artifact.STATE}) or a .pt file"
         )
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle with code, or not a torch file at all
-        raise BadInput(f"init '{init}': {path} is not a weights-only torch checkpoint ({type(exc).__name__})") from exc
+        return read_torch_file(path)
+    except BadCheckpoint as exc:  # a pickle with code, or not a torch file at all
+        raise BadInput(f"init '{init}': {exc}") from None
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -72,8 +61,7 @@ def _describe_meta(meta: Any) -> str:
 def _unpack(obj: Any, init: str) -> tuple[dict[str, torch.Tensor], str]:
     """(state_dict, what the weights were made for)."""
     if isinstance(obj, dict) and _is_state_dict(obj.get("model")):
-        weights = obj["ema_model"] if _is_state_dict(obj.get("ema_model")) else obj["model"]
-        return weights, _describe_meta(obj.get("meta"))
+        return evaluated_weights(obj), _describe_meta(obj.get("meta"))
     if isinstance(obj, dict) and _is_state_dict(obj.get("state_dict")):  # lightning / timm training scripts
         return obj["state_dict"], "a bare state_dict"
     if _is_state_dict(obj):

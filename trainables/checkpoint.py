@@ -1,22 +1,48 @@
 """Checkpoint folders: ``state.pt`` (everything needed to continue exactly), plus the epoch's evaluation artifacts.
 
 ``state.pt`` holds model, optimizer, scheduler, EMA, epoch, RNG states, the trial config and a ``meta`` block
-(model name, channels, outputs, task) so ``evaluate_checkpoint`` and ``init: <checkpoint>`` can rebuild the model
-without the YAML. ``ema_model`` holds the plain averaged weights: the model that was evaluated when EMA was on.
+(model name, channels, outputs, task, pixel scale, image shape, views, data hash and path) so ``evaluate_checkpoint``,
+``init: <checkpoint>`` and an export can rebuild the model without the YAML or the data file. ``eval_model`` holds
+the weights and BatchNorm statistics of exactly the model that was evaluated (the EMA model when EMA was on, after
+the precise-BN recompute): every later use of the checkpoint takes it, so it reproduces the logged validation figures.
+
+Every ``state.pt`` is read with ``torch.load(weights_only=True)``: tensors, plain values, and the few numpy types of
+the RNG state (``SAFE_GLOBALS``). A pickle that would run code is refused before any of it runs.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from trainables.contract import Artifact
+from trainables.errors import BadCheckpoint
 from trainables.files import atomic_output, atomic_write_text
+
+# what torch.load raises for a file that is not a whole checkpoint (truncated: RuntimeError from the zip reader)
+UNREADABLE = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, OSError)
+
+
+def numpy_reconstruct() -> Callable[..., np.ndarray]:
+    """numpy's array unpickler, which every pickled ndarray names. It moved to ``numpy._core`` in numpy 2; this is
+    the one place that reaches for it (pinned by a test)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def safe_globals() -> list[Any]:
+    """The globals a loop checkpoint needs besides tensors and plain values: numpy's RNG state is an ndarray."""
+    return [numpy_reconstruct(), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,11 +66,52 @@ def save_state(folder: Path, state: dict[str, Any]) -> Path:
     return folder / Artifact.STATE
 
 
+def read_torch_file(path: Path) -> Any:
+    """``torch.load`` of a checkpoint or weights file, weights only (plus ``safe_globals()``), onto the CPU.
+
+    Raises ``BadCheckpoint`` (one line: the path and why) for a missing, truncated or corrupt file, or one whose
+    pickle names anything else (a ``__reduce__`` payload is refused before it runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadCheckpoint(f"{path}: checkpoint file not found; give a checkpoint folder (with {Artifact.STATE}) "
+                            "or a .pt file")
+    try:
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE as exc:
+        raise BadCheckpoint(f"{path}: not a weights-only torch checkpoint ({_why(exc)}); fix: use an intact "
+                            "checkpoint written by this project, or a plain state_dict") from None
+
+
+def _why(exc: BaseException) -> str:
+    """torch's reason in a few words: the refused global of a pickle, or the first sentence (a truncated zip)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+        return f"refused, nothing in it was run: {detail.split('. Please use')[0][:200]}"
+    first = (text.strip().splitlines() or [""])[0].split(". ")[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def load_state(folder: Path) -> dict[str, Any]:
-    """Full state for resume. RNG states and numpy arrays need pickled objects, so this is not weights_only."""
+    """The loop's full state (``state.pt`` in ``folder``, or the file itself), read weights-only."""
     path = Path(folder)
     path = path / Artifact.STATE if path.is_dir() else path
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = read_torch_file(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise BadCheckpoint(f"{path}: not a training checkpoint of this project (no 'model' entry); "
+                            "use a checkpoint folder of a trial")
+    return state
+
+
+def evaluated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights that were evaluated: ``eval_model``; in checkpoints from before it existed, the EMA weights when
+    there are any, else the live ones."""
+    for key in ("eval_model", "ema_model", "model"):
+        if state.get(key) is not None:
+            return state[key]
+    raise BadCheckpoint("checkpoint holds no model weights")
 
 
 def newest_loadable(folders: list[Path]) -> tuple[Path | None, list[tuple[Path, str]]]:
@@ -53,8 +120,8 @@ def newest_loadable(folders: list[Path]) -> tuple[Path | None, list[tuple[Path, 
     for folder in folders:
         try:
             load_state(folder)
-        except Exception as exc:  # noqa: BLE001  truncated, corrupt or refused: the next one may be intact
-            skipped.append((Path(folder), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"))
+        except BadCheckpoint as exc:  # truncated, corrupt or refused: the next one may be intact
+            skipped.append((Path(folder), str(exc)))
             continue
         return Path(folder), skipped
     return None, skipped
