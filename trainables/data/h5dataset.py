@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from trainables.compat import shared_empty
 from trainables.config import DataConfig
 from trainables.data.schema import SPLITS, EventFile, open_events, open_h5
-from trainables.errors import BadInput
+from trainables.errors import BadInput, NonFiniteInput
 
 PREFETCH_BATCHES = 4  # per worker: hides a slow read behind a few batches of compute
 RDCC_BYTES = 4 << 20  # h5py chunk cache per file: one event per chunk, so a small cache is enough
@@ -85,16 +85,27 @@ class H5Events(Dataset):
         return state
 
     def _read(self, positions: np.ndarray) -> np.ndarray:
-        """Images of ``positions`` (into this split), in that order, as stored dtype."""
+        """Images of ``positions`` (into this split), in that order, as stored dtype; checked finite."""
         if self._cache is not None:
-            return self._cache[positions]
+            return self._check_finite(self._cache[positions], positions)
         if self._pid != os.getpid():
             self.open()
         out = np.empty((len(positions), *self.events.image_shape), dtype=self._images.dtype)
         file_idx = self.indices[positions]
         for k in np.argsort(file_idx, kind="stable"):  # ascending: the file is read front to back
             out[k] = self._read_event(int(file_idx[k]))
-        return out
+        return self._check_finite(out, positions)
+
+    def _check_finite(self, images: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """A NaN/inf pixel would surface epochs later as a diverged loss: name the file and event now. One
+        vectorised pass per batch, cheap beside the decompression (integer images cannot hold one)."""
+        if not np.issubdtype(images.dtype, np.floating) or np.isfinite(images).all():
+            return images
+        bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+        event = int(self.indices[positions[bad[0]]])
+        raise NonFiniteInput(f"{self.cfg.path}: event {event} of dataset '{self.cfg.images}' has NaN/inf pixels; "
+                             "the trial stops here (its loss would turn NaN); fix: drop or zero that event "
+                             "(`scanner data inspect` lists every such event)")
 
     def _read_event(self, i: int) -> np.ndarray:
         if self._raw_chunks:
