@@ -35,13 +35,15 @@ def predict(
     task: str,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> SplitOutputs:
     was_training = model.training
     model.eval()
     outputs, truths, weights = [], [], []
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     for images, y, w in loader:
-        images, y, w = (t.to(device, non_blocking=True) for t in (images, y, w))
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        y, w = y.to(device, non_blocking=True), w.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(images)
         out = out.float()

@@ -3,8 +3,9 @@
 The loop knows nothing of Ray or MLflow. At the end of every epoch it writes a checkpoint folder and calls
 ``Reporter.report``; at start it asks ``Reporter.resume_from`` for a folder to continue from.
 
-A checkpoint folder holds ``state.pt`` (model, optimizer, scheduler, EMA, epoch, RNG, config, best-so-far),
-``confusion.json`` (classification) and ``predictions.h5`` of the validation split at that epoch.
+A checkpoint folder holds ``state.pt`` (model, optimizer, scheduler, EMA, the evaluated model, epoch, RNG, config,
+best-so-far, data description), ``confusion.json`` (classification) and ``predictions.h5`` of the validation split
+at that epoch.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ class Reporter(Protocol):
 @dataclass
 class TrialOutcome:
     status: str  # completed | failed
-    epochs: int
-    failure: str | None = None
-    best: dict[str, float] = field(default_factory=dict)
-    best_checkpoint: Path | None = None
+    epochs: int  # the last epoch reached (for a failure: the one it failed in)
+    failure: str | None = None  # one line: why it failed (scan.failure)
+    best: dict[str, float] = field(default_factory=dict)  # the best/ block of the last report
+    batch_size_final: int | None = None  # the batch size it ended with (smaller after out-of-memory retries)
+    oom_retries: int = 0  # restarts at half the batch size after an out-of-memory error
 
 
 class MemoryReporter:

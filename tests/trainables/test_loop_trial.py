@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
 import torch
 
+from fixtures_loop import KeepingReporter, make_spec
 from trainables.checkpoint import load_state
-from trainables.config import DataConfig, TrialConfig, TrialSpec
+from trainables.config import DataConfig
 from trainables.loop import evaluate_checkpoint, train_trial
 from trainables.reporting import MemoryReporter
 
 CLASSES = ("NC", "nueCC", "numuCC")
-
-
-def make_spec(h5: Path, tmp: Path, epochs: int = 2, task: str = "classification", **trial) -> TrialSpec:
-    base = {"model": "small_cnn_tiny", "batch_size": 32, "num_workers": 0, "lr": 3e-3}
-    data = DataConfig(path=str(h5))
-    objective = "val/accuracy" if task == "classification" else "val/resolution68_deg"
-    if task == "regression":
-        data = DataConfig(path=str(h5), select={"labels": ["nueCC", "numuCC"]})
-    return TrialSpec(
-        task=task,
-        data=data,
-        trial=TrialConfig.from_dict({**base, **trial}),
-        max_epochs=epochs,
-        objective=objective,
-        objective_mode="max" if task == "classification" else "min",
-        workdir=str(tmp),
-    )
-
-
-class KeepingReporter(MemoryReporter):
-    """Copies every epoch's checkpoint folder, as Tune does, and can crash after a given epoch."""
-
-    def __init__(self, keep: Path, crash_after: int | None = None, resume: Path | None = None):
-        super().__init__(resume)
-        self.keep, self.crash_after = keep, crash_after
-
-    def report(self, epoch, metrics, checkpoint_dir, is_best):
-        super().report(epoch, metrics, checkpoint_dir, is_best)
-        shutil.copytree(checkpoint_dir, self.keep / f"epoch{epoch}")
-        if epoch == self.crash_after:
-            raise KeyboardInterrupt("simulated crash")
 
 
 def test_one_trial_reports_every_contract_metric(tiny_h5, tmp_path):
