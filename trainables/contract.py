@@ -150,6 +150,8 @@ SYS_GPU = (
     "sys/gpu_proc_util_pct",
 )
 COMMON = ("train/loss", "val/loss", "train/lr")
+MODEL = ("model/params_total", "model/params_trainable")  # logged once, with the first epoch
+REFERENCE_SPLITS = ("val", "test")  # the parent run's ref/<split>/<name>: the trivial predictor, once per sweep
 WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg")  # families that log `<name>_err`
 
 
@@ -177,12 +179,20 @@ def with_errors(names: Iterable[str]) -> list[str]:
 
 
 def logged_metrics(task: str, class_names: Iterable[str] = (), target_names: Iterable[str] = ()) -> set[str]:
-    """Every name a trial of this task may log per epoch, including ``best/`` copies of the physics metrics."""
+    """Every name a trial of this task may log per epoch, including ``best/`` copies of the physics metrics and,
+    with EMA, the live model's ``val_live/`` figures."""
     physics = with_errors(physics_names(task, list(class_names), list(target_names)))
-    names = set(COMMON) | set(PERF) | set(SYS_CPU) | set(SYS_GPU)
+    names = set(COMMON) | set(PERF) | set(SYS_CPU) | set(SYS_GPU) | set(MODEL)
     names |= {f"val/{n}" for n in physics}
+    names |= {f"val_live/{n}" for n in physics} | {"val_live/loss"}
     names |= {f"best/val/{n}" for n in physics} | {"best/val/loss", "best/epoch"}
     return names
+
+
+def reference_names(task: str, class_names: Iterable[str] = (), target_names: Iterable[str] = ()) -> set[str]:
+    """The names the reference predictor may have (``trainables.reference.reference_metrics``), on the parent run."""
+    physics = with_errors(physics_names(task, list(class_names), list(target_names)))
+    return {f"ref/{split}/{n}" for split in REFERENCE_SPLITS for n in physics}
 
 
 def objective_candidates(task: str, class_names: Iterable[str] = (), target_names: Iterable[str] = ()) -> list[str]:

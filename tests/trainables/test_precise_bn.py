@@ -12,6 +12,7 @@ from torch import nn
 from fixtures_loop import KeepingReporter, make_spec
 from trainables.checkpoint import load_state
 from trainables.config import DataConfig, TrialConfig
+from trainables.contract import logged_metrics
 from trainables.errors import BadInput
 from trainables.loop import evaluate_checkpoint, train_trial
 from trainables.models import create_model, set_train_mode
@@ -85,7 +86,8 @@ def test_the_loop_recomputes_only_the_statistics_of_the_evaluated_model(tiny_h5,
     assert all(torch.equal(s_off["model"][k], s_on["model"][k]) for k in weights), "training must not change"
     recomputed = _bn_buffers(s_on["eval_model"])
     assert all(int(v) == math.ceil(64 / 32) for k, v in recomputed.items() if k.endswith("num_batches_tracked"))
-    assert not torch.equal(s_on["eval_model"]["backbone.0.1.running_var"], s_off["eval_model"]["backbone.0.1.running_var"])
+    key = "backbone.0.1.running_var"
+    assert not torch.equal(s_on["eval_model"][key], s_off["eval_model"][key])
     assert off.history[0][1]["val/loss"] != on.history[0][1]["val/loss"]
 
 
@@ -94,6 +96,8 @@ def test_the_checkpoint_reproduces_the_logged_validation_figures(tiny_h5, tmp_pa
     reporter = KeepingReporter(tmp_path / "kept")
     train_trial(make_spec(tiny_h5, tmp_path, epochs=2, **trial), reporter)
     logged = reporter.history[-1][1]
+    for _, metrics in reporter.history:  # the contract lists every name a trial logs (model/, val_live/ included)
+        assert set(metrics) <= logged_metrics("classification", ("NC", "nueCC", "numuCC")), set(metrics)
     again = evaluate_checkpoint(tmp_path / "kept" / "epoch2", DataConfig(path=str(tiny_h5)), "classification", "val")
     assert again and all(logged[k] == v for k, v in again.items()), {k: (logged[k], v) for k, v in again.items()}
     state = load_state(tmp_path / "kept" / "epoch2")
