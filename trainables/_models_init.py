@@ -1,9 +1,9 @@
 """``load_init``: weights from a project checkpoint, a state_dict file, or ``hub:<weights name>``.
 
 Project checkpoints (``state.pt`` of the loop) hold ``{"model", "eval_model", "meta", ...}``; ``eval_model`` wins
-(the model that was evaluated: EMA weights when EMA was on, BatchNorm statistics as evaluation used them). The backbone must match key for key and shape
-for shape (a resnet18 checkpoint silently half-loaded into a resnet34 would be a wrong result, not an error);
-the head is taken only when its shapes match, so a new task gets a fresh head.
+(the model that was evaluated: EMA weights when EMA was on, BatchNorm statistics as evaluation used them). The
+backbone must match key for key and shape for shape (a resnet18 checkpoint silently half-loaded into a resnet34 would
+be a wrong result, not an error); the head is taken only when its shapes match, so a new task gets a fresh head.
 
 Foreign weights (hub, or a bare torchvision/timm state_dict file) lose their ImageNet classifier, and RGB first-conv
 filters are averaged and repeated over the C views, scaled by 3/C, so a uniform input gives the same response.

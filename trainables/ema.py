@@ -6,9 +6,11 @@
     state["ema_model"] = ema.model_state_dict() # same keys as model.state_dict()
 
 Built on ``torch.optim.swa_utils.AveragedModel(use_buffers=True)``. The first update copies the live model; update
-n+1 (n updates already folded in) uses decay min(decay, (1 + n) / (10 + n)), so a 0.9999 EMA of a short sweep
-trial follows the training instead of staying at the random init for 10 000 steps (the ``num_updates`` warm-up
-of TensorFlow's ``ExponentialMovingAverage``).
+n+1 (n updates already folded in) uses decay min(decay, (1 + n) / (10 + n)): 0.1, 0.18, 0.25, ... rising towards the
+configured decay, which it reaches after (10 decay - 1) / (1 - decay) updates. So a 0.9999 EMA of a short sweep trial
+follows the training instead of staying near the random init for 10 000 steps. (The rule is the ``num_updates``
+warm-up of TensorFlow's ``ExponentialMovingAverage``.) With ``precise_bn`` on, the loop replaces the averaged
+model's BatchNorm statistics by recomputed ones before each evaluation, and the average continues from those.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainables import _models_init
-from trainables.checkpoint import rng_state, save_state
+from trainables.checkpoint import load_state, rng_state, save_state
 from trainables.errors import BadInput
 from trainables.models import create_model, load_init
 
@@ -59,6 +59,18 @@ def test_ema_weights_win_over_the_live_ones(tmp_path):
     target = create_model("small_cnn_tiny", 2, 3)
     load_init(target, str(path))  # the state.pt file itself, not the folder
     _assert_same(ema, target)
+
+
+def test_the_evaluated_weights_win(tmp_path):
+    """eval_model: the model the validation figures came from (EMA or live, recomputed BatchNorm statistics)."""
+    live, ema, evaluated = (create_model("small_cnn_tiny", 2, 3) for _ in range(3))
+    evaluated.backbone[0][1].running_var.mul_(7.0)
+    path = _project_checkpoint(tmp_path / "ckpt", live, ema_model=ema.state_dict())
+    state = load_state(path)
+    save_state(tmp_path / "ckpt", {**state, "eval_model": evaluated.state_dict()})
+    target = create_model("small_cnn_tiny", 2, 3)
+    load_init(target, str(tmp_path / "ckpt"))
+    _assert_same(evaluated, target)
 
 
 def test_a_new_task_keeps_the_backbone_and_gets_a_fresh_head(tmp_path):
