@@ -27,6 +27,7 @@ LIMITS: dict[str, tuple[float, float, bool]] = {
     "warmup_epochs": (0.0, float("inf"), True),
     "num_workers": (0, float("inf"), True),
     "grad_clip": (0.0, float("inf"), True),
+    "precise_bn": (0, float("inf"), True),
 }
 POSITIVE = ("lr", "batch_size")  # zero is not a usable value for these
 

@@ -38,7 +38,7 @@ from search_spaces._schema import (
 )
 from search_spaces._yaml import read_yaml, scalar
 from search_spaces.samplers import SAMPLERS
-from trainables.config import TASKS, DataConfig
+from trainables.config import OOM_POLICIES, TASKS, DataConfig
 from trainables.errors import BadInput
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # becomes a folder (scans/<name>/) and an MLflow name
@@ -192,7 +192,11 @@ def parse_resources(shown: str, resources: Any) -> Resources:
         raise bad(shown, "resources.gpu", f"{values['gpu']} GPUs: Ray shares a GPU only as a fraction below 1",
                   "use a fraction < 1 or a whole number of GPUs")
     _int_at_least(shown, "resources.concurrent", values["concurrent"], 1)
-    return Resources(cpu=float(values["cpu"]), gpu=float(values["gpu"]), concurrent=values["concurrent"])
+    if values["oom"] not in OOM_POLICIES:
+        raise bad(shown, "resources.oom", f"'{values['oom']}' is not an out-of-memory policy",
+                  "use oom: fail (the trial fails, the sweep goes on) or oom: halve_batch (retry at half the batch)")
+    return Resources(cpu=float(values["cpu"]), gpu=float(values["gpu"]), concurrent=values["concurrent"],
+                     oom=values["oom"])
 
 
 def parse_tracking(shown: str, tracking: Any) -> Tracking:
@@ -213,7 +217,7 @@ def _check_overrides(overrides: dict) -> None:
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["lr=3e-3", "amp=false"]`` -> ``{"lr": 0.003, "amp": False}``, typed as YAML types scalars."""
+    """``["lr=3e-3", "amp=off"]`` -> ``{"lr": 0.003, "amp": "off"}``, typed as YAML types scalars."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from search_spaces._checks import occurrences
 from search_spaces._keys import bad
 from search_spaces._optuna import grid_size
 from search_spaces._resolve import baseline_config
 from search_spaces._schema import SpaceFile
+from trainables.config import CPU_IGNORED
 
 ASHA_REDUCTION = 2  # with 4-8 epochs, halving gives rungs at 1, 2, 4, 8 epochs; Ray's 4 would leave one rung
 HYPERBAND_BRACKETS = 3  # asynchronous Hyperband: ASHA over several grace periods (Li et al. 2020)
@@ -32,6 +34,17 @@ def check_resources(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) 
             path = "objective.metric" if i == 0 else f"objective.also[{i - 1}].metric"
             raise bad(shown, path, f"'{obj.metric}' is never logged without a GPU (it is absent on CPU, not 0)",
                       "give the trials a GPU (resources.gpu) or optimise another metric")
+
+
+def cpu_ignored_keys(space: SpaceFile) -> list[str]:
+    """The trial keys the user set that a CPU run ignores (``amp``, ``channels_last``), for one warning line per
+    sweep. A key set only to what a CPU does anyway (``amp: off``, ``channels_last: false``) is not listed."""
+    keys = []
+    for key, same_as_cpu in CPU_IGNORED.items():
+        values = [value for _, value in occurrences(key, space.fixed, space.baseline, space.space, space.overrides)]
+        if any(value != same_as_cpu for value in values):
+            keys.append(key)
+    return keys
 
 
 def trials_at_once(space: SpaceFile, cluster_cpus: float, cluster_gpus: float) -> int:

@@ -46,6 +46,7 @@ class Resources:
     cpu: float = 1.0  # one core per trial: torch uses one intra-op thread, data loading shares it
     gpu: float = 0.0  # CPU runs everywhere; GPUs are asked for on purpose (0.5 = two trials share one GPU)
     concurrent: int = 2  # the 2-core machines this runs on; the cluster may cap it further
+    oom: Literal["fail", "halve_batch"] = "fail"  # out of memory: a failed trial, not a silently different config
 
 
 @dataclass(frozen=True)

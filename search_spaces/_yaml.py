@@ -1,4 +1,5 @@
-"""Reading YAML the way users write it: ``1e-3`` is a float, a repeated key is an error, a syntax error has a line."""
+"""Reading YAML the way users write it: ``1e-3`` is a float, ``off`` is a word (only true/false are booleans), a
+repeated key is an error, a syntax error has a line."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+# YAML 1.2 booleans: true/false only. Under YAML 1.1 `off`, `on`, `yes`, `no` are booleans too, and `amp: off`
+# would load as False instead of the mode named off.
+BOOL_TAG = "tag:yaml.org,2002:bool"
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():  # _Loader's own copy (made by the float resolver)
+    _resolvers[:] = [(tag, regexp) for tag, regexp in _resolvers if tag != BOOL_TAG]
+_Loader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:

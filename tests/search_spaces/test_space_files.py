@@ -12,6 +12,7 @@ from search_spaces import (
     ASHA_REDUCTION,
     baseline_config,
     check_resources,
+    cpu_ignored_keys,
     format_plan,
     load_space,
     parse_set,
@@ -81,20 +82,37 @@ def test_baseline_and_train_config(tmp_path):
     assert train_config(space) == base
     no_baseline = load_space(write(tmp_path, {**DOC, "baseline": None}, "b.yaml"), require_data=False)
     assert baseline_config(no_baseline).lr == 1e-3 and baseline_config(no_baseline).loss == "ce"  # the defaults
-    overridden = load_space(tmp_path / "space.yaml", overrides=parse_set(["lr=3e-3", "amp=false", "batch_size=8"]),
+    overridden = load_space(tmp_path / "space.yaml", overrides=parse_set(["lr=3e-3", "amp=off", "batch_size=8"]),
                             require_data=False)
     cfg = train_config(overridden)
-    assert (cfg.lr, cfg.amp, cfg.batch_size, cfg.loss) == (3e-3, False, 8, "focal")  # --set beats baseline and fixed; the rest of the baseline stays
+    assert (cfg.lr, cfg.amp, cfg.batch_size, cfg.loss) == (3e-3, "off", 8, "focal")  # --set beats baseline and fixed; the rest of the baseline stays
     assert overridden.fixed["batch_size"] == 8 and overridden.space_hash == space.space_hash
 
 
 def test_parse_set_types_values_like_yaml():
-    values = parse_set(["lr=3e-3", "amp=false", "batch_size=128", "model=timm:resnet10t", "loss=none",
-                        "init=best-of:lartpc-3class", "warmup_epochs=1", "ema_decay=0.999"])
-    assert values == {"lr": 3e-3, "amp": False, "batch_size": 128, "model": "timm:resnet10t", "loss": None,
-                      "init": "best-of:lartpc-3class", "warmup_epochs": 1, "ema_decay": 0.999}
-    assert isinstance(values["lr"], float) and isinstance(values["amp"], bool)
+    values = parse_set(["lr=3e-3", "amp=off", "batch_size=128", "model=timm:resnet10t", "loss=none",
+                        "init=best-of:lartpc-3class", "warmup_epochs=1", "ema_decay=0.999", "channels_last=true"])
+    assert values == {"lr": 3e-3, "amp": "off", "batch_size": 128, "model": "timm:resnet10t", "loss": None,
+                      "init": "best-of:lartpc-3class", "warmup_epochs": 1, "ema_decay": 0.999,
+                      "channels_last": True}
+    assert isinstance(values["lr"], float) and isinstance(values["channels_last"], bool)
     assert parse_set(["init=2024.pt"])["init"] == "2024.pt"  # a string key keeps the text
+
+
+def test_gpu_keys_are_searchable_and_a_cpu_run_names_the_ones_it_ignores(tmp_path):
+    space = {**DOC["space"], "amp": {"choice": ["bf16", "fp16", "off"]}, "precise_bn": {"choice": [0, 256, 1024]}}
+    doc = {**DOC, "baseline": {"channels_last": True}, "resources": {"oom": "halve_batch"}, "space": space}
+    text = yaml.safe_dump(doc, sort_keys=False).replace("'off'", "off")  # unquoted: a word, not YAML 1.1's false
+    assert "- off\n" in text
+    (tmp_path / "gpu.yaml").write_text(text)
+    space = load_space(tmp_path / "gpu.yaml", require_data=False)
+    assert space.space["amp"].choices == ("bf16", "fp16", "off") and space.resources.oom == "halve_batch"
+    assert cpu_ignored_keys(space) == ["amp", "channels_last"]
+    assert trial_config(space, {"lr": 1e-3, "mode": "scratch", "amp": "off", "precise_bn": 0}).amp == "off"
+    assert cpu_ignored_keys(load_space(write(tmp_path, DOC), require_data=False)) == []
+    same_as_cpu = {**DOC, "fixed": {**DOC["fixed"], "amp": "off", "channels_last": False}}
+    assert cpu_ignored_keys(load_space(write(tmp_path, same_as_cpu, "off.yaml"), require_data=False)) == []
+    assert load_space(write(tmp_path, DOC), require_data=False).resources.oom == "fail"
 
 
 def test_yaml_reads_exponent_floats(tmp_path):
