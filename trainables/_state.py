@@ -23,7 +23,7 @@ def data_meta(spec: TrialSpec, events: EventFile) -> dict[str, Any]:
         "pixel_scale": float(events.pixel_scale),
         "image_shape": [int(s) for s in events.image_shape],
         "views": None if views is None else [v.decode() if isinstance(v, bytes) else str(v) for v in views],
-        "data_hash": data_hash(spec.data.path),
+        "data_hash": spec.data_hash or data_hash(spec.data.path),
         "data_path": str(spec.data.path),
     }
 

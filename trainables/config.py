@@ -156,6 +156,7 @@ class TrialSpec:
     objective_mode: Literal["min", "max"] = "max"
     workdir: str = "."  # scratch space for checkpoints before the reporter takes them
     oom: Literal["fail", "halve_batch"] = "fail"  # resources.oom: on out-of-memory, fail or retry at half the batch
+    data_hash: str | None = None  # the data file's hash if the caller has it (a sweep: once); else the trial hashes
 
     def __post_init__(self) -> None:
         if self.oom not in OOM_POLICIES:

@@ -75,7 +75,8 @@ class _Trial:
 
     def _out_of_memory(self) -> str | None:
         """Free what the attempt held; the failure text, or None when the trial restarts at half the batch."""
-        message = _oom_message(self.parts, self.cfg, self.retries)
+        where, device = (self.parts.where, self.parts.device) if self.parts else ("start-up", pick_device())
+        message = _oom_message(where, device, self.cfg, self.retries)
         self.parts = None
         gc.collect()
         if torch.cuda.is_available():
@@ -130,14 +131,13 @@ class _Trial:
         return metrics
 
 
-def _oom_message(p: Parts | None, cfg: TrialConfig, retries: int) -> str:
+def _oom_message(where: str, device: torch.device, cfg: TrialConfig, retries: int) -> str:
     """Where, how much, and what to try: the line a user reads in ``scan.failure``."""
-    where = p.where if p is not None else "start-up"
     smaller = max(1, cfg.batch_size // 2)
     halved = f" (after {retries} halving{'s' if retries != 1 else ''} of the batch)" if retries else ""
-    if p is not None and p.device.type == "cuda":
-        peak = torch.cuda.max_memory_reserved(p.device) / GIB
-        total = torch.cuda.get_device_properties(p.device).total_memory / GIB
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_reserved(device) / GIB
+        total = torch.cuda.get_device_properties(device).total_memory / GIB
         return (f"CUDA out of memory at {where}: peak {peak:.1f} of {total:.1f} GiB reserved{halved}; "
                 f"try batch_size <= {smaller} or gpu: 1")
     return f"out of memory at {where}{halved}; try batch_size <= {smaller}"

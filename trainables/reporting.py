@@ -42,12 +42,9 @@ class MemoryReporter:
     def __init__(self, resume: Path | None = None):
         self._resume = resume
         self.history: list[tuple[int, dict[str, float]]] = []
-        self.best_epoch: int | None = None
 
     def resume_from(self) -> Path | None:
         return self._resume
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path, is_best: bool) -> None:
         self.history.append((epoch, dict(metrics)))
-        if is_best:
-            self.best_epoch = epoch

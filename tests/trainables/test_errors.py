@@ -17,6 +17,8 @@ from trainables.errors import BadCheckpoint, BadInput, NonFiniteInput, TrialDive
 from trainables.loop import train_trial
 from trainables.reporting import MemoryReporter
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _raised(fn) -> BaseException:
     try:

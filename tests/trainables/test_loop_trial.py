@@ -14,6 +14,7 @@ from trainables.loop import evaluate_checkpoint, train_trial
 from trainables.reporting import MemoryReporter
 
 CLASSES = ("NC", "nueCC", "numuCC")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 shared cores: threads would fight
 
 
 def test_one_trial_reports_every_contract_metric(tiny_h5, tmp_path):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _project_checkpoint(folder: Path, model, ema_model=None) -> Path:
-    """What the loop writes (trainables/loop.py::_state), numpy RNG state included."""
+    """What the loop writes (trainables/_state.py::trial_state), numpy RNG state included."""
     return save_state(
         folder,
         {

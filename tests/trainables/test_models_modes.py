@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainables._epoch import build_model
 from trainables.config import TrialConfig
 from trainables.errors import BadInput
 from trainables.models import MODELS, apply_mode, create_model, param_groups, set_train_mode
@@ -109,8 +110,6 @@ def test_no_weight_decay_on_norms_and_biases():
 
 def test_scratch_ignores_init(tmp_path):
     """The loop builds a scratch model without reading init, even one that points nowhere."""
-    from trainables.loop import build_model
-
     cfg = TrialConfig(model="small_cnn_tiny", mode="scratch", init=str(tmp_path / "missing"))
     model = build_model(cfg, 2, 3)
     assert all(p.requires_grad for p in model.parameters())
