@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from trainables._epoch import (Parts, amp_dtype_for, build, build_model, memory_format_for, oom_hook_points,
-                               parameter_counts, pick_device, train_epoch, validate)
+from trainables._epoch import (OOM_HOOK_ENV, Parts, amp_dtype_for, build, build_model, memory_format_for,
+                               oom_hook_points, parameter_counts, pick_device, train_epoch, validate)
 from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables._state import best_block, data_meta, is_better, restore, resumed_config, trial_state
 from trainables.checkpoint import evaluated_weights, load_state, save_state, seed_everything
@@ -36,7 +36,7 @@ from trainables.telemetry import GIB, EpochTelemetry
 
 MAX_OOM_RETRIES = 2  # halvings: a quarter of the batch is still a fair trial of the config; less is another one
 
-__all__ = ["MAX_OOM_RETRIES", "evaluate_checkpoint", "train_trial"]
+__all__ = ["MAX_OOM_RETRIES", "OOM_HOOK_ENV", "evaluate_checkpoint", "saved_config", "train_trial"]
 
 
 class _Trial:

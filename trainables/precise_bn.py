@@ -16,6 +16,7 @@ train/eval mode are restored afterwards.
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Iterable
 
 import torch
@@ -41,20 +42,23 @@ def recompute_bn_stats(
 ) -> int:
     """Recompute the running statistics of ``model``'s BatchNorm layers over the first ``samples`` samples of
     ``inputs`` (model-ready batches; whole batches, so possibly a few more). Returns the number of samples used:
-    0 when ``samples`` is 0 or no layer is in training mode under ``set_mode`` (nothing is run then)."""
+    0 when ``samples`` is 0, no layer is in training mode under ``set_mode`` or ``inputs`` is empty (nothing is run
+    and nothing changes then)."""
     modes = [(m, m.training) for m in model.modules()]
     set_mode(model)
     layers = batch_norm_layers(model)
-    seen = 0
-    if samples <= 0 or not layers:
+    batches = iter(inputs) if samples > 0 and layers else iter(())
+    first = next(batches, None)
+    if first is None:  # nothing to do, or no data: the statistics stay as they are
         _restore_modes(modes)
         return 0
     momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every batch counts the same
+    seen = 0
     try:
-        for batch in inputs:
+        for batch in itertools.chain([first], batches):
             model(batch)
             seen += len(batch)
             if seen >= samples:

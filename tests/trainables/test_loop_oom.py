@@ -8,10 +8,10 @@ import math
 import pytest
 
 from fixtures_loop import KeepingReporter, make_spec
-from trainables._epoch import OOM_HOOK_ENV, oom_points
+from trainables._epoch import oom_points
 from trainables.checkpoint import load_state
 from trainables.errors import BadInput
-from trainables.loop import MAX_OOM_RETRIES, train_trial
+from trainables.loop import MAX_OOM_RETRIES, OOM_HOOK_ENV, train_trial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LR = 3e-3

@@ -63,6 +63,8 @@ def test_frozen_backbone_keeps_its_statistics_and_nothing_runs():
     assert used == 0 and ran == []  # every BatchNorm sits in the frozen backbone
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert recompute_bn_stats(model, _batches(3), samples=0) == 0
+    assert recompute_bn_stats(model, [], samples=16) == 0  # no data: statistics kept, not reset
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert batch_norm_layers(model) == [] and not model.training  # eval mode restored
 
 
