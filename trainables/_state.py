@@ -19,6 +19,8 @@ def data_meta(spec: TrialSpec, events: EventFile) -> dict[str, Any]:
     whole file)."""
     with open_h5(spec.data.path) as f:
         views = f.attrs.get("views")
+    if isinstance(views, (str, bytes)):  # one view written as a scalar attribute
+        views = [views]
     return {
         "pixel_scale": float(events.pixel_scale),
         "image_shape": [int(s) for s in events.image_shape],
