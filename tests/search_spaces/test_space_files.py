@@ -85,7 +85,8 @@ def test_baseline_and_train_config(tmp_path):
     overridden = load_space(tmp_path / "space.yaml", overrides=parse_set(["lr=3e-3", "amp=off", "batch_size=8"]),
                             require_data=False)
     cfg = train_config(overridden)
-    assert (cfg.lr, cfg.amp, cfg.batch_size, cfg.loss) == (3e-3, "off", 8, "focal")  # --set beats baseline and fixed; the rest of the baseline stays
+    # --set beats baseline and fixed; the rest of the baseline stays
+    assert (cfg.lr, cfg.amp, cfg.batch_size, cfg.loss) == (3e-3, "off", 8, "focal")
     assert overridden.fixed["batch_size"] == 8 and overridden.space_hash == space.space_hash
 
 
