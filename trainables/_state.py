@@ -92,10 +92,9 @@ def restore(p: Parts, state: dict[str, Any]) -> tuple[int, dict[str, float], dic
 
 
 def _rescaled_schedule(saved: dict[str, Any], p: Parts, steps_done: int) -> dict[str, Any]:
-    """The saved schedule state (plateau cuts kept) at ``steps_done`` of the new schedule, on the new base LRs."""
-    lam = dict(saved["lambda"])
-    lam["base_lrs"] = [g["initial_lr"] for g in p.optimizer.param_groups]
-    lam["last_epoch"], lam["_step_count"] = steps_done, steps_done + 1
+    """The saved schedule state (plateau cuts kept) at ``steps_done`` of the new schedule, on the new base LRs: the
+    two public entries of torch's LRScheduler state (pinned by the halve_batch test's LR figures)."""
+    lam = {**saved["lambda"], "base_lrs": [g["initial_lr"] for g in p.optimizer.param_groups], "last_epoch": steps_done}
     return {**saved, "lambda": lam}
 
 
