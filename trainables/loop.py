@@ -36,7 +36,8 @@ from trainables.telemetry import GIB, EpochTelemetry
 
 MAX_OOM_RETRIES = 2  # halvings: a quarter of the batch is still a fair trial of the config; less is another one
 
-__all__ = ["MAX_OOM_RETRIES", "OOM_HOOK_ENV", "evaluate_checkpoint", "saved_config", "train_trial"]
+__all__ = ["MAX_OOM_RETRIES", "OOM_HOOK_ENV", "amp_dtype_for", "build_model", "evaluate_checkpoint", "pick_device",
+           "saved_config", "train_trial"]  # build_model, amp_dtype_for, pick_device: for other evaluations (variants)
 
 
 class _Trial:
