@@ -47,6 +47,8 @@ def evaluate_with(p, epoch: int, samples: int) -> tuple[float, float]:
 
 
 def run_config(h5: Path, workdir: Path, model: str, lr: float, epochs: int, samples: list[int]) -> dict:
+    import torch
+
     from trainables._epoch import build, train_epoch
     from trainables.checkpoint import seed_everything
     from trainables.config import DataConfig, TrialConfig, TrialSpec, derived_seed
@@ -54,7 +56,7 @@ def run_config(h5: Path, workdir: Path, model: str, lr: float, epochs: int, samp
 
     cfg = TrialConfig.from_dict({"model": model, "lr": lr, "batch_size": 64, "num_workers": 0, "precise_bn": 0})
     spec = TrialSpec("classification", DataConfig(path=str(h5)), cfg, epochs, workdir=str(workdir))
-    p = build(spec, cfg, [])
+    p = build(spec, cfg, [], torch.device("cpu"))
     accuracy = {n: [] for n in samples}
     cost = {n: [] for n in samples}
     train_s = []

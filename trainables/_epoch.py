@@ -16,7 +16,6 @@ from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables.checkpoint import seed_everything
 from trainables.config import TrialConfig, TrialSpec, derived_seed
 from trainables.data import EventFile, class_counts, make_loader, open_events
-from trainables.device import pick_device
 from trainables.ema import ModelEMA
 from trainables.errors import BadInput, TrialDiverged
 from trainables.losses import create_loss
@@ -99,8 +98,7 @@ def num_outputs(events: EventFile) -> int:
     return len(events.class_names) if events.class_names is not None else len(events.target_names)
 
 
-def build(spec: TrialSpec, cfg: TrialConfig, oom_at: list[tuple[int, int]]) -> Parts:
-    device = pick_device()
+def build(spec: TrialSpec, cfg: TrialConfig, oom_at: list[tuple[int, int]], device: torch.device) -> Parts:
     seed_everything(cfg.seed)
     events = open_events(spec.data, spec.task)
     memory_format = memory_format_for(cfg, device)

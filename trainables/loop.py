@@ -22,12 +22,13 @@ from typing import Any
 import torch
 
 from trainables._epoch import (OOM_HOOK_ENV, Parts, amp_dtype_for, build, build_model, memory_format_for,
-                               oom_hook_points, parameter_counts, pick_device, train_epoch, validate)
+                               oom_hook_points, parameter_counts, train_epoch, validate)
 from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables._state import best_block, data_meta, is_better, restore, resumed_config, trial_state
 from trainables.checkpoint import evaluated_weights, load_state, save_state, seed_everything
 from trainables.config import DataConfig, TrialConfig, TrialSpec, derived_seed
 from trainables.data import class_counts, make_loader, open_events
+from trainables.device import pick_device
 from trainables.errors import NonFiniteInput, TrialDiverged
 from trainables.losses import create_loss
 from trainables.metrics import prefixed
@@ -51,6 +52,7 @@ class _Trial:
         self.saved = False  # an epoch of this process is in workdir
         self.cfg, self.retries = resumed_config(spec.trial, state)
         self.oom_at = oom_hook_points()
+        self.device = pick_device()  # once: it announces itself in the trial's log (and may wait at a barrier)
         self.data: dict[str, Any] | None = None
         self.parts: Parts | None = None
         self.epoch, self.best = (int(state["epoch"]), dict(state.get("best") or {})) if state else (0, {})
@@ -76,8 +78,7 @@ class _Trial:
 
     def _out_of_memory(self) -> str | None:
         """Free what the attempt held; the failure text, or None when the trial restarts at half the batch."""
-        where, device = (self.parts.where, self.parts.device) if self.parts else ("start-up", pick_device())
-        message = _oom_message(where, device, self.cfg, self.retries)
+        message = _oom_message(self.parts.where if self.parts else "start-up", self.device, self.cfg, self.retries)
         self.parts = None
         gc.collect()
         if torch.cuda.is_available():
@@ -92,7 +93,7 @@ class _Trial:
 
     def _attempt(self) -> TrialOutcome:
         spec = self.spec
-        p = self.parts = build(spec, self.cfg, self.oom_at)
+        p = self.parts = build(spec, self.cfg, self.oom_at, self.device)
         if self.data is None:
             self.data = data_meta(spec, p.events)
         start = 0
