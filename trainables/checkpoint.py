@@ -12,6 +12,7 @@ the RNG state (``SAFE_GLOBALS``). A pickle that would run code is refused before
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -60,9 +61,14 @@ def seed_everything(seed: int) -> None:
 
 
 def save_state(folder: Path, state: dict[str, Any]) -> Path:
-    """Atomic write: a crash mid-save must not leave a truncated ``state.pt`` that resume would trip over."""
+    """Atomic write: a crash mid-save must not leave a truncated ``state.pt`` that resume would trip over.
+
+    Serialised in memory first and written by Python, so a full disk is an ``OSError`` (ENOSPC: "No space left on
+    device") rather than torch's "unexpected pos" from its C++ writer."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_output(folder / Artifact.STATE) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return folder / Artifact.STATE
 
 
@@ -125,6 +131,14 @@ def newest_loadable(folders: list[Path]) -> tuple[Path | None, list[tuple[Path, 
             continue
         return Path(folder), skipped
     return None, skipped
+
+
+def read_confusion(folder: Path) -> np.ndarray | None:
+    """The counts of a checkpoint folder's ``confusion.json`` (rows = truth), or None where there is none."""
+    path = Path(folder) / Artifact.CONFUSION
+    if not path.exists():
+        return None
+    return np.asarray(json.loads(path.read_text())["counts"], dtype=float)
 
 
 def write_confusion(folder: Path, class_names: list[str], confusion: np.ndarray) -> Path:

@@ -157,6 +157,7 @@ class TrialSpec:
     workdir: str = "."  # scratch space for checkpoints before the reporter takes them
     oom: Literal["fail", "halve_batch"] = "fail"  # resources.oom: on out-of-memory, fail or retry at half the batch
     data_hash: str | None = None  # the data file's hash if the caller has it (a sweep: once); else the trial hashes
+    gpu_requested: bool | None = None  # the trial holds a GPU (resources.gpu > 0); None: read CUDA_VISIBLE_DEVICES
 
     def __post_init__(self) -> None:
         if self.oom not in OOM_POLICIES:

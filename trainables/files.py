@@ -10,12 +10,15 @@ Torch-free: the data tools, the checkpoints, the sweep's own files and the repor
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from trainables.errors import BadInput
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def user_mode(executable: bool = False) -> int:
@@ -37,6 +40,8 @@ def atomic_output(path, executable: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        if exc.errno in DISK_FULL:  # not the user's path: the disk, which may have room again later
+            raise
         raise BadInput(f"{path}: cannot write here ({exc.strerror}); fix: choose a writable folder") from None
     os.close(fd)
     try:

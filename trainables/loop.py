@@ -27,18 +27,17 @@ from trainables._evaluate import physics_metrics, predict, write_artifacts
 from trainables._state import best_block, data_meta, is_better, restore, resumed_config, trial_state
 from trainables.checkpoint import evaluated_weights, load_state, save_state, seed_everything
 from trainables.config import DataConfig, TrialConfig, TrialSpec, derived_seed
-from trainables.data import class_counts, make_loader, open_events
+from trainables.data import EventFile, class_counts, make_loader, open_events
 from trainables.device import pick_device
 from trainables.errors import NonFiniteInput, TrialDiverged
 from trainables.losses import create_loss
 from trainables.metrics import prefixed
-from trainables.reporting import Reporter, TrialOutcome
+from trainables.reporting import BATCH_SIZE_KEY, OOM_RETRIES_KEY, Reporter, TrialOutcome
 from trainables.telemetry import GIB, EpochTelemetry
 
 MAX_OOM_RETRIES = 2  # halvings: a quarter of the batch is still a fair trial of the config; less is another one
 
-__all__ = ["MAX_OOM_RETRIES", "OOM_HOOK_ENV", "amp_dtype_for", "build_model", "evaluate_checkpoint", "pick_device",
-           "saved_config", "train_trial"]  # build_model, amp_dtype_for, pick_device: for other evaluations (variants)
+__all__ = ["MAX_OOM_RETRIES", "OOM_HOOK_ENV", "evaluate_checkpoint", "evaluate_state", "saved_config", "train_trial"]
 
 
 class _Trial:
@@ -52,7 +51,7 @@ class _Trial:
         self.saved = False  # an epoch of this process is in workdir
         self.cfg, self.retries = resumed_config(spec.trial, state)
         self.oom_at = oom_hook_points()
-        self.device = pick_device()  # once: it announces itself in the trial's log (and may wait at a barrier)
+        self.device = pick_device(spec.gpu_requested)  # once: it announces itself in the trial's log
         self.data: dict[str, Any] | None = None
         self.parts: Parts | None = None
         self.epoch, self.best = (int(state["epoch"]), dict(state.get("best") or {})) if state else (0, {})
@@ -113,6 +112,8 @@ class _Trial:
                 if is_best:
                     self.best = best_block(metrics, spec.objective, epoch, self.best)
                 metrics.update(self.best)
+                if self.retries:
+                    metrics.update({OOM_RETRIES_KEY: self.retries, BATCH_SIZE_KEY: self.cfg.batch_size})
                 save_state(self.workdir, trial_state(p, epoch, self.best, metrics, self.data, self.retries))
                 self.saved = True
                 self.reporter.report(epoch, metrics, self.workdir, is_best)
@@ -186,9 +187,17 @@ def evaluate_checkpoint(
 
     The model is the one that was evaluated during training (``eval_model``: EMA weights when EMA was on, with the
     recomputed BatchNorm statistics), so on the val split this reproduces the logged ``val/`` figures exactly."""
-    state = load_state(Path(checkpoint_dir))
+    figures = evaluate_state(load_state(Path(checkpoint_dir)), data, open_events(data, task), split, out_dir)
+    return prefixed(figures, split)
+
+
+def evaluate_state(state: dict[str, Any], data: DataConfig, events: EventFile, split: str,
+                   out_dir: Path | None = None) -> dict[str, float]:
+    """A checkpoint's evaluated weights on one split of ``events`` (which may be a prepared view: a detector
+    variant read with the training file's pixel scale): ``loss`` and the physics figures, without a prefix;
+    ``predictions.h5`` and ``confusion.json`` into ``out_dir``."""
     meta, cfg = state["meta"], saved_config(state)
-    events = open_events(data, task)
+    task = meta["task"]
     device = pick_device()
     memory_format = memory_format_for(cfg, device)
     model = build_model(cfg.replace(model=meta["model"]), meta["in_channels"], meta["num_outputs"])
@@ -201,4 +210,4 @@ def evaluate_checkpoint(
     physics, confusion = physics_metrics(outs, events, events.has_weights)
     if out_dir is not None:
         write_artifacts(Path(out_dir), outs, events, data, confusion)
-    return {f"{split}/loss": outs.loss, **prefixed(physics, split)}
+    return {"loss": outs.loss, **physics}

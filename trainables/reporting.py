@@ -26,6 +26,12 @@ class Reporter(Protocol):
         """
 
 
+# Beside the metrics (names with a "/"), a report carries these plain keys once a trial has been restarted at a
+# smaller batch after running out of memory: the tracker tags the run with them (MLflow params cannot change).
+OOM_RETRIES_KEY = "oom_retries"
+BATCH_SIZE_KEY = "batch_size_final"
+
+
 @dataclass
 class TrialOutcome:
     status: str  # completed | failed

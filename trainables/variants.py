@@ -18,28 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from trainables._evaluate import physics_metrics, predict, write_artifacts
-from trainables.config import DataConfig, TrialConfig
-from trainables.data import EventFile, class_counts, make_loader, open_events
+from trainables.config import DataConfig
+from trainables.data import EventFile, open_events
 from trainables.data.schema import SPLITS, open_h5
 from trainables.errors import BadInput
-from trainables.loop import amp_dtype_for, build_model, pick_device
-from trainables.losses import create_loss
+from trainables.loop import evaluate_state
 
 SPLIT_CHOICES = ("all", *SPLITS)
-EVALUATED_WEIGHTS = ("eval_model", "ema_model", "model")  # what the finals evaluated, first present wins
 TRAINING_META = ("image_shape", "views", "pixel_scale")  # meta keys that spare reading the training file
-
-
-def evaluated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The exact weights the finals evaluated: ``eval_model`` (with recomputed BatchNorm statistics) when the
-    checkpoint has it, else the EMA weights, else the live model."""
-    for key in EVALUATED_WEIGHTS:
-        if state.get(key) is not None:
-            return state[key]
-    raise BadInput("the checkpoint holds no model weights (eval_model, ema_model or model); pick another run")
 
 
 def file_views(path: str) -> tuple[str, ...] | None:
@@ -160,20 +147,7 @@ def evaluate_variant(state: dict[str, Any], variant: Variant, indices: np.ndarra
                      out_dir: Path) -> dict[str, float]:
     """Metrics without prefix (``loss``, ``accuracy``, ``efficiency/NC``, ..., with ``_err``) of the checkpoint's
     evaluated weights on ``indices`` of the variant; ``predictions.h5`` (and ``confusion.json``) into ``out_dir``."""
-    meta = state["meta"]
-    task = meta["task"]
-    cfg = TrialConfig.from_dict({**state["config"], "mode": "scratch", "init": None})
-    device = pick_device()
-    model = build_model(cfg.replace(model=meta["model"]), meta["in_channels"], meta["num_outputs"])
-    model.load_state_dict(evaluated_weights(state))
-    model.to(device)
     # the loader reads the "test" entry; the training file's scale: a detector variation must show, not be divided out
     events = dataclasses.replace(variant.events, pixel_scale=pixel_scale,
                                  split_indices={**variant.events.split_indices, "test": indices})
-    loader = make_loader(variant.cfg, task, "test", cfg.batch_size, 0, False, cfg.seed, events)
-    counts = class_counts(events, variant.cfg, "train") if task == "classification" else None
-    loss_fn = create_loss(cfg.loss_name(task), cfg, task, events.direction, counts)
-    outs = predict(model, loader, loss_fn, task, device, amp_dtype_for(cfg, device))
-    physics, confusion = physics_metrics(outs, events, events.has_weights)
-    write_artifacts(Path(out_dir), outs, events, variant.cfg, confusion)
-    return {"loss": outs.loss, **physics}
+    return evaluate_state(state, variant.cfg, events, "test", Path(out_dir))

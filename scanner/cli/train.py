@@ -44,7 +44,7 @@ class MlflowRunReporter:
         from scanner.tracking import MAX_BATCH_METRICS, log_checkpoint_artifacts
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if "/" in k]  # not the plain keys
         for start in range(0, len(batch), MAX_BATCH_METRICS):
             self.client.log_batch(self.run_id, metrics=batch[start : start + MAX_BATCH_METRICS])
         _replace_tree(checkpoint_dir, self.root / "latest")

@@ -21,7 +21,10 @@ from scanner.sweep.trial import resolve_config
 from scanner.tracking import PARENT_KEY, MlflowWriter, checkpoint_artifact_files, trial_run_name, trial_tags
 from search_spaces import ran_params, sampled_keys
 from trainables.contract import MLFLOW_STATUS, Artifact, Status, Tag, tag_value
+from trainables.checkpoint import read_confusion
 from trainables.files import atomic_write_text
+from trainables.flags import trial_flags
+from trainables.reporting import BATCH_SIZE_KEY, OOM_RETRIES_KEY
 
 DEAD_WORKER = "the trial's worker died"
 SAME_FAILURE_STOPS = 3  # the baseline and the first two searched trials failing alike: every trial will
@@ -70,8 +73,14 @@ class SweepDriver(Callback):
             return
         epoch = result_epoch(result)
         state.epochs = max(state.epochs, epoch)
+        if OOM_RETRIES_KEY in result:  # restarted at a smaller batch after running out of memory
+            self.writer.set_tags(state.trial_id, {Tag.OOM_RETRIES: str(int(result[OOM_RETRIES_KEY])),
+                                                  Tag.BATCH_SIZE_FINAL: str(int(result[BATCH_SIZE_KEY]))})
         metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
         self.writer.log_metrics(state.trial_id, metrics, step=epoch)
+        if "train/loss" in metrics:
+            state.train_losses.append(float(metrics["train/loss"]))
+        state.best_metrics = {k[len("best/"):]: v for k, v in metrics.items() if k.startswith("best/val/")}
         if result.get(IS_BEST_KEY):
             value = result.get(self.objective)
             state.best_value, state.best_epoch = (float(value) if value is not None else None), epoch
@@ -146,12 +155,26 @@ class SweepDriver(Callback):
         tags = {Tag.STATUS: status}
         if state.failure:
             tags[Tag.FAILURE] = tag_value(state.failure)
+        flags = self.flags_of(state) if status != Status.FAILED else []
+        if flags:
+            tags[Tag.FLAGS] = ",".join(flags)
+            self.progress.say(f"trial {state.name} flagged: {', '.join(flags)} (see docs/mlflow.md, scan.flags)")
         self.writer.set_tags(state.trial_id, tags)
         self.writer.end_run(state.trial_id, MLFLOW_STATUS[status])
         if status == Status.FAILED:
             where = f" (traceback: {state.error_file})" if state.error_file else ""
             self.progress.say(f"trial {state.name} failed: {last_line(state.failure)}{where}")
         self.progress.update(self.trials.values())
+
+    def flags_of(self, state: TrialState) -> list[str]:
+        """What misleads in a trial's figures: validation at chance while it trained, one class predicted for
+        everything, no better than the trivial reference."""
+        if not state.best_metrics:
+            return []
+        space = self.info.space
+        confusion = read_confusion(Path(state.best_checkpoint)) if state.best_checkpoint else None
+        return trial_flags(space.task, state.best_metrics, state.train_losses, confusion, self.info.reference,
+                           objective=space.objective.metric, mode=space.objective.mode)
 
     # -- helpers
 

@@ -40,9 +40,11 @@ from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
 from scanner.tracking.faults import disk_full
 from scanner.tracking import (PARENT_KEY, JournalFull, MlflowWriter, check_reachable, ensure_experiment, git_sha,
                               report_dropped)
+from search_spaces import SpaceFile, cpu_ignored_keys
 from trainables.contract import PARENT_ROLE, Artifact, Status, Tag
 from trainables.data import data_hash, open_events
 from trainables.environ import scoped_environ
+from trainables.reference import reference_metrics
 
 FLUSH_S = 120.0  # how long the end of a sweep waits for an unreachable tracking server before leaving the journal
 NO_SPACE_FLUSH_S = 5.0  # a full disk: what MLflow takes now is less for the resume, but nobody waits minutes
@@ -175,6 +177,7 @@ def start(life: Life) -> None:
     """Ray, then the MLflow side (experiment, writer, parent run, driver). A private local Ray starts while the set-up
     runs in a thread: the two cost ~5 s each, and neither needs the other."""
     sweep = life.sweep
+    warn_ignored_on_cpu(sweep.space)
     if sweep.address:  # joining a cluster is quick, and a dead one must fail before the parent run is touched
         life.ray_started = ray_init(sweep.address)
         if life.restore:  # a new sweep was checked before its folder was created (run_sweep)
@@ -190,6 +193,14 @@ def start(life: Life) -> None:
             life.writer, life.driver = tracking.result()
 
 
+def warn_ignored_on_cpu(space: SpaceFile) -> None:
+    """One line per sweep for the GPU-only keys a CPU sweep ignores (amp, channels_last)."""
+    keys = cpu_ignored_keys(space) if space.resources.gpu == 0 else []
+    if keys:
+        print(f"scanner: {', '.join(keys)} {'is' if len(keys) == 1 else 'are'} ignored on CPU (resources.gpu is 0)",
+              file=sys.stderr)
+
+
 def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine, ctrl_c: CtrlC
                   ) -> tuple[MlflowWriter, SweepDriver]:
     """The stores (created one sweep at a time), the experiment (here in the driver, never by racing workers), the
@@ -203,7 +214,9 @@ def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine, ctrl_c: C
         experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.name)
     writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
     start_parent(writer, sweep, experiment_id)
-    return writer, SweepDriver(sweep_info(sweep, experiment_id), writer, progress, on_step=ctrl_c.check)
+    info = sweep_info(sweep, experiment_id)
+    writer.log_metrics(PARENT_KEY, info.reference, step=0)  # the line every trial must beat
+    return writer, SweepDriver(info, writer, progress, on_step=ctrl_c.check)
 
 
 def fit(life: Life) -> ResultGrid:
@@ -332,6 +345,7 @@ def sweep_info(sweep: Sweep, experiment_id: str) -> SweepInfo:
         data_hash=data_hash(space.data.path), class_names=events.class_names, target_names=events.target_names,
         git_sha=git_sha(), init_map=sweep.init_map, configs_dir=str(sweep.configs_dir),
         log_checkpoints=space.tracking.logs_checkpoints(sweep.tracking_uri),
+        reference=reference_metrics(space.data, space.task),
     )
 
 

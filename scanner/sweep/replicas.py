@@ -47,11 +47,12 @@ def replica_tuner(sweep: Sweep, driver: SweepDriver, specs: list[dict]) -> tune.
     """A new replicas experiment, or the one a killed driver left (Tune keeps which replicas finished)."""
     path = experiment_path(sweep)
     if (path / "tuner.pkl").exists():
-        tuner = tune.Tuner.restore(str(path), trainable=trainable(sweep), resume_errored=True)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable(sweep, driver.info.data_hash),
+                                   resume_errored=True)
         set_restored_callbacks(tuner, [driver])
         return tuner
     return tune.Tuner(
-        trainable(sweep),
+        trainable(sweep, driver.info.data_hash),
         param_space={REPLICA_KEY: tune.grid_search(specs)},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=sweep.space.resources.concurrent,
                                     reuse_actors=True),

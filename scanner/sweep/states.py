@@ -29,6 +29,8 @@ class TrialState:
     last_checkpoint: str | None = None
     replica_of: str | None = None  # a seed replica: the trial id of its original
     seed: int | None = None
+    train_losses: list[float] = field(default_factory=list)  # train/loss per epoch, for the flags
+    best_metrics: dict[str, float] = field(default_factory=dict)  # the val/ figures of its best epoch
 
     @property
     def label(self) -> str:
@@ -51,3 +53,4 @@ class SweepInfo:
     init_map: dict[str, str]
     configs_dir: str  # scans/<name>/configs: each trial's config.yaml before it is logged
     log_checkpoints: bool = False  # each new best state.pt also goes to the run (tracking.log_checkpoints)
+    reference: dict[str, float] = field(default_factory=dict)  # ref/val/..., ref/test/...: the trivial predictor

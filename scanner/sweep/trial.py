@@ -19,7 +19,9 @@ from scanner.sweep.results import EPOCH_KEY, FAILURE_KEY, IS_BEST_KEY, SCORE_KEY
 from search_spaces import SpaceFile, baseline_config, trial_config
 from trainables.checkpoint import newest_loadable
 from trainables.config import TrialConfig, TrialSpec
+from trainables.errors import is_recurring
 from trainables.loop import train_trial
+from trainables.reporting import TrialOutcome
 
 WORST = 1e308  # a non-best epoch's score; finite, so every logger and comparison takes it
 CHECKPOINT_GLOB = "checkpoint_*"  # Tune's folders of a trial's kept checkpoints
@@ -33,6 +35,7 @@ class SweepContext:
     init_map: dict[str, str] = field(default_factory=dict)  # best-of:/run: -> checkpoint path, resolved by the driver
     threads: int = 1  # torch intra-op threads = the trial's CPUs
     scratch: str = ""  # the sweep's scratch folder: the loop's checkpoints before Tune copies them
+    data_hash: str | None = None  # hashed once by the driver, not by every trial
 
 
 def resolve_config(space: SpaceFile, config: dict[str, Any], init_map: dict[str, str] | None = None) -> TrialConfig:
@@ -91,9 +94,17 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         objective=space.objective.metric,
         objective_mode=space.objective.mode,
         workdir=ctx.scratch,  # inside scans/<name>/: a killed trial leaves nothing in the system's temp folder
+        oom=space.resources.oom,
+        data_hash=ctx.data_hash,
+        gpu_requested=space.resources.gpu > 0,
     )
     reporter = TuneReporter(space.objective.metric, space.objective.mode)
-    outcome = train_trial(spec, reporter)
+    try:
+        outcome = train_trial(spec, reporter)
+    except Exception as exc:  # noqa: BLE001  only errors no retry can change are caught; the rest go to Tune
+        if not is_recurring(exc):
+            raise  # a lost node, a killed worker: Tune retries from the last epoch checkpoint
+        outcome = TrialOutcome(status="failed", epochs=reporter.last_epoch, failure=f"{type(exc).__name__}: {exc}")
     if outcome.status == "failed":
         # NaN is how Optuna learns of a failed trial (it marks it FAIL); the callback tags the run failed.
         final = {o.metric: math.nan for o in space.objectives}

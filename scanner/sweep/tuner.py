@@ -15,16 +15,17 @@ from scanner.sweep.trial import SweepContext, run_trial
 from scanner.tracking import JournalRunIds
 
 
-def trainable(sweep: Sweep):
+def trainable(sweep: Sweep, data_hash: str | None = None):
     res = sweep.space.resources
-    ctx = SweepContext(sweep.space, sweep.init_map, threads=max(1, int(res.cpu)), scratch=str(sweep.scratch))
+    ctx = SweepContext(sweep.space, sweep.init_map, threads=max(1, int(res.cpu)), scratch=str(sweep.scratch),
+                       data_hash=data_hash)
     return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": res.cpu, "gpu": res.gpu})
 
 
 def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
     space = sweep.space
     return tune.Tuner(
-        trainable(sweep),
+        trainable(sweep, driver.info.data_hash),
         param_space={},
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(space, optuna_url(), run_ids=JournalRunIds(sweep.journal)),
@@ -51,7 +52,8 @@ def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
 
 def restored_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
     """Tune's own snapshot, with the searcher's state; a live driver replaces the one pickled in tuner.pkl."""
-    tuner = tune.Tuner.restore(str(sweep.experiment_path), trainable=trainable(sweep), resume_errored=True)
+    tuner = tune.Tuner.restore(str(sweep.experiment_path), trainable=trainable(sweep, driver.info.data_hash),
+                               resume_errored=True)
     set_restored_callbacks(tuner, [driver])
     return tuner
 
