@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCANNER := $(VENV)/bin/scanner
 DEMO ?= demo
-# torch is pinned to the wheels that lie on these machines' disks (DEVELOPERS.md); a bare `torch` pulls GBs.
+# torch is pinned to the wheels that lie on the build machines' disks; a bare `torch` would pull a GB-sized CUDA build.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install demo test test-fast bench gpu-check clean

@@ -1,4 +1,4 @@
-"""P1: the trainable loop (telemetry + MLflow logging + epoch checkpoints + validation) vs a bare PyTorch loop.
+"""Loop overhead: the trainable loop (telemetry + MLflow logging + epoch checkpoints + validation) vs a bare PyTorch loop.
 
     python benchmarks/bench_loop_overhead.py                 # 2000 events, 64x64, small_cnn, 3 epochs
     python benchmarks/bench_loop_overhead.py --events 4000 --model resnet18
@@ -88,11 +88,11 @@ def main() -> None:
         for round_ in range(args.rounds):  # alternate and pair the rounds: the shared machine's speed drifts
             bare.append(bare_loop(data, cfg, args.epochs))
             ours.append(trainable_loop(data, cfg, args.epochs, tmp / f"r{round_}"))
-    print(f"P1 bare loop       {' / '.join(f'{b:.1f}' for b in bare)} samples/s; load {os.getloadavg()[0]:.1f}")
-    print(f"P1 trainable loop  {' / '.join(f'{o:.1f}' for o in ours)} samples/s (telemetry, metrics, checkpoints, "
+    print(f"bare loop            {' / '.join(f'{b:.1f}' for b in bare)} samples/s; load {os.getloadavg()[0]:.1f}")
+    print(f"trainable loop  {' / '.join(f'{o:.1f}' for o in ours)} samples/s (telemetry, metrics, checkpoints, "
           "MLflow sqlite)")
     paired = sorted(o / b for o, b in zip(ours, bare))
-    print(f"P1 ratio trainable/bare per round: {', '.join(f'{r:.3f}' for r in paired)}; "
+    print(f"ratio trainable/bare per round: {', '.join(f'{r:.3f}' for r in paired)}; "
           f"median {paired[len(paired) // 2]:.3f}; best of each {max(ours) / max(bare):.3f}  (target >= 0.97)")
 
 

@@ -1,4 +1,4 @@
-"""P4: search efficiency. ASHA+TPE vs an exhaustive grid over the same discrete space, on the synthetic dataset.
+"""Search efficiency: ASHA+TPE vs an exhaustive grid over the same discrete space, on the synthetic dataset.
 
     .venv/bin/python benchmarks/bench_search_efficiency.py [--seeds 0 1 2] [--epochs 6] [--asha-trials 16] [--grace 1]
                                                           [--train 8000] [--val 10000] [--size 16]
@@ -147,7 +147,7 @@ def main() -> None:
         if float(yaml.safe_load((work / "grid.yaml").read_text())["fixed"].get("ema_decay", 0.0)) != args.ema:
             raise SystemExit(f"the grid in {work} ran with another --ema (see its grid.yaml): use another --work")
         grid_s = float("nan")
-        print(f"P4: reusing the finished grid in {work}")
+        print(f"search efficiency: reusing the finished grid in {work}")
     else:
         write_data(work / "p4.h5", args.train, args.val, 1000 if not args.smoke else 200, args.size, seed=0)
         grid_s = run(work, "grid", grid, sampler="grid", scheduler="fifo", trials=n_grid, epochs=args.epochs,
@@ -156,7 +156,7 @@ def main() -> None:
     grid_epochs = len(grid_stream)
     _, best_acc, best_err, _ = max(grid_stream, key=lambda e: e[1])
     bar = best_acc - best_err
-    print(f"P4 grid: {n_grid} configs x {args.epochs} epochs = {grid_epochs} epochs in {grid_s:.0f} s; "
+    print(f"grid: {n_grid} configs x {args.epochs} epochs = {grid_epochs} epochs in {grid_s:.0f} s; "
           f"best val/accuracy {best_acc:.4f} +- {best_err:.4f} -> bar {bar:.4f} "
           f"({args.val} val events, {args.train} train, {args.size}x{args.size})")
     fractions = []
@@ -176,7 +176,7 @@ def main() -> None:
               f"(sweep total {len(stream)} epochs, best {best:.4f}, {secs:.0f} s)")
     finite = [f for f in fractions if f != float("inf")]
     shown = f"median {statistics.median(fractions):.1%}" if finite else "never"
-    print(f"P4 over seeds {args.seeds}: {shown} of the grid's epochs (target <= 25 %); "
+    print(f"over seeds {args.seeds}: {shown} of the grid's epochs (target <= 25 %); "
           f"reached in {len(finite)}/{len(fractions)} seeds")
 
 

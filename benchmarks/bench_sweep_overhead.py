@@ -1,4 +1,4 @@
-"""P2: sweep wall time vs the same configs trained in a plain sequential loop in one process, with a breakdown.
+"""Sweep overhead: wall time vs the same configs trained in a plain sequential loop in one process, with a breakdown.
 
     .venv/bin/python benchmarks/bench_sweep_overhead.py [--trials 7] [--epochs 3] [--events 6000] [--size 32]
                                                          [--mode serial|parallel] [--no-reuse]
@@ -198,7 +198,7 @@ def report(args, cores: int, sweep_s: float, plain_s: float, sweep_trials, plain
     n = len(plain_trials)
     inside = sum(t["inside_s"] for t in sweep_trials)
     fit = PHASES.get("Tune fit (all trials)", 0.0)
-    print(f"P2 mode={args.mode} reuse_actors={not args.no_reuse}: {n} trials x {args.epochs} epochs, "
+    print(f"sweep overhead mode={args.mode} reuse_actors={not args.no_reuse}: {n} trials x {args.epochs} epochs, "
           f"{args.events} events {args.size}x{args.size}, {cores} cores; load avg {loads}")
     print(f"  plain loop  {plain_s:7.1f} s  ({plain_s / n:.1f} s per trial, of which training "
           f"{sum(t['train_s'] for t in plain_trials) / n:.1f} s)")

@@ -1,4 +1,4 @@
-"""P3: EpochTelemetry overhead per epoch, as a % of epoch time (target < 1 %).
+"""Telemetry overhead: EpochTelemetry per epoch, as a % of epoch time (target < 1 %).
 
 Trains a small CNN on random 2-view 32x32 images for a few epochs, alternating the same loop with and without
 telemetry (start_epoch / timed(loader) / end_epoch), and prints the median epoch times and the overhead ratio.

@@ -116,7 +116,7 @@ def discrete_space(tmp_path, tiny_h5):
 
 def _tpe_configs(space, storage: str, trials: int) -> list[tuple]:
     """Suggest ``trials`` configs through the real OptunaSearch + TPE; the score peaks at one config, so TPE keeps
-    proposing it (as it did in the P4 benchmark)."""
+    proposing it (as it did in the search-efficiency benchmark)."""
     searcher = make_searcher(space, storage)
     searcher.set_search_properties("val/accuracy", "max", {})
     assert searcher.suggest("base") == {BASELINE_KEY: True}

@@ -1,4 +1,4 @@
-"""``scanner data synth``: a synthetic two-view LArTPC data set in the HDF5 schema of DESIGN.md.
+"""``scanner data synth``: a synthetic two-view LArTPC data set in the HDF5 schema of docs/data.md.
 
 Each event's deposits come from its own RNG (seeded by ``(seed, index)``), so the arrays do not depend on how the
 events are batched or on how many processes make them. Deposits are binned onto the x-z and y-z views with one
