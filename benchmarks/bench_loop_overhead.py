@@ -54,7 +54,7 @@ def bare_loop(data: DataConfig, cfg: TrialConfig, epochs: int) -> float:
 def trainable_loop(data: DataConfig, cfg: TrialConfig, epochs: int, workdir: Path) -> float:
     from mlflow.tracking import MlflowClient
 
-    from scanner._cmd_train import MlflowRunReporter
+    from scanner.cli.train import MlflowRunReporter
     from trainables.loop import train_trial
 
     workdir.mkdir(parents=True, exist_ok=True)

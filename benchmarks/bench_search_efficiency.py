@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_search_efficiency.py [--seeds 0 1 2] [--epochs 6] [--asha-trials 16] [--grace 1]
                                                           [--train 8000] [--val 10000] [--size 16]
     .venv/bin/python benchmarks/bench_search_efficiency.py --smoke     # minutes, not hours: checks the plumbing
-    .venv/bin/python benchmarks/bench_search_efficiency.py --work /tmp/bench_p4_x   # reuse that folder's grid
-    .venv/bin/python benchmarks/bench_search_efficiency.py --ema 0.99 --work /tmp/bench_p4_ema  # EMA weights evaluated
+    .venv/bin/python benchmarks/bench_search_efficiency.py --work /tmp/bench_search_x   # reuse that folder's grid
+    .venv/bin/python benchmarks/bench_search_efficiency.py --ema 0.99 --work /tmp/bench_search_ema  # EMA weights evaluated
 
 Long (the full grid is 36 configs x --epochs epochs on 10k validation events): run it by hand.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SPACE = """\
 name: {name}
 task: classification
-data: {{path: p4.h5}}
+data: {{path: search.h5}}
 objective: {{metric: val/accuracy, mode: max}}
 budget: {{trials: {trials}, max_epochs: {epochs}, scheduler: {scheduler}, grace_epochs: {grace}, sampler: {sampler},
           seed: {seed}, final_top: 0}}
@@ -67,7 +67,7 @@ def write_data(path: Path, train: int, val: int, test: int, size: int, seed: int
 
 def run(work: Path, name: str, grid: dict, *, sampler: str, scheduler: str, trials: int, epochs: int, seed: int,
         concurrent: int, grace: int = 1, ema: float = 0.0) -> float:
-    from scanner.sweep import run_sweep
+    from scanner.sweep.lifecycle import run_sweep
 
     text = SPACE.format(name=name, trials=trials, epochs=epochs, scheduler=scheduler, sampler=sampler, seed=seed,
                         concurrent=concurrent, grace=grace, ema=ema, **grid)
@@ -137,7 +137,7 @@ def main() -> None:
     for key, value in {"RAY_AUTH_MODE": "disabled", "TQDM_DISABLE": "1", "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(key, value)
     n_grid = len(grid["models"]) * len(grid["losses"]) * len(grid["lrs"])
-    work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="bench_p4_"))
+    work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="bench_search_"))
     work.mkdir(parents=True, exist_ok=True)  # a new --work folder is where this run's grid will be kept
     os.chdir(work)
     uri = f"sqlite:///{work / 'mlflow.db'}"
@@ -149,7 +149,7 @@ def main() -> None:
         grid_s = float("nan")
         print(f"search efficiency: reusing the finished grid in {work}")
     else:
-        write_data(work / "p4.h5", args.train, args.val, 1000 if not args.smoke else 200, args.size, seed=0)
+        write_data(work / "search.h5", args.train, args.val, 1000 if not args.smoke else 200, args.size, seed=0)
         grid_s = run(work, "grid", grid, sampler="grid", scheduler="fifo", trials=n_grid, epochs=args.epochs,
                      seed=0, concurrent=args.concurrent, ema=args.ema)
     grid_stream = [e for e in epoch_stream(uri, "grid") if not e[3]]  # the grid's own 36 configs, not the baseline

@@ -70,22 +70,22 @@ CONCURRENT = {"  Ray start (main thread)", "  MLflow set-up + imports (thread)",
 def instrument(reuse: bool) -> None:
     from ray import tune
 
-    import scanner.finals
-    import scanner.sweep
-
-    timed(scanner.sweep, "prepare", "prepare (load, open data, checks)")
-    timed(scanner.sweep, "start_ray_and_tracking", "start: Ray + MLflow set-up")
-    timed(scanner.sweep, "ray_init", "  Ray start (main thread)")
-    timed(scanner.sweep, "open_tracking", "  MLflow set-up + imports (thread)")
-    timed(scanner.finals, "run_finals", "finals (baseline on test)")
-    timed(scanner.finals, "build_report_into_parent", "report")
-    timed(scanner.finals, "study_summary", "Optuna study summary")
-    timed(scanner.sweep, "_stop_ray", "  Ray shutdown (thread, beside finals)")
+    import scanner.sweep.finals as finals
+    import scanner.sweep.lifecycle as lifecycle
     import scanner.tracking
 
+    timed(lifecycle, "prepare", "prepare (load, open data, checks)")
+    timed(lifecycle, "start", "start: Ray + MLflow set-up")
+    timed(lifecycle, "ray_init", "  Ray start (main thread)")
+    timed(lifecycle, "open_tracking", "  MLflow set-up + imports (thread)")
+    timed(lifecycle, "settle", "settle (records, leftovers, Optuna)")
+    timed(finals, "run_finals", "finals (baseline on test)")
+    timed(finals, "build_report", "report")
+    timed(finals, "study_summary", "Optuna study summary")
+    timed(lifecycle, "stop_ray", "  Ray shutdown (thread, beside finals)")
     timed(scanner.tracking.MlflowWriter, "flush", "MLflow writer flush/close")
     timed(scanner.tracking.MlflowWriter, "close", "MLflow writer flush/close")
-    new_tuner = scanner.sweep.new_tuner
+    new_tuner = lifecycle.new_tuner
 
     def tuner_with_timed_fit(*args, **kwargs):
         tuner = new_tuner(*args, **kwargs)
@@ -103,7 +103,7 @@ def instrument(reuse: bool) -> None:
         tuner.fit = timed_fit
         return tuner
 
-    scanner.sweep.new_tuner = tuner_with_timed_fit
+    lifecycle.new_tuner = tuner_with_timed_fit
     if not reuse:  # the comparison point: a fresh actor (process + torch import) per trial
         config = tune.TuneConfig
 
@@ -151,7 +151,7 @@ def run_plain(work: Path, threads: int) -> tuple[float, list[dict]]:
     import optuna
     import torch
 
-    from scanner._tune_adapter import resolve_config
+    from scanner.sweep.trial import resolve_config
     from search_spaces import load_space
     from trainables.config import TrialSpec
     from trainables.loop import train_trial
@@ -185,7 +185,7 @@ def run_plain_fresh(work: Path, threads: int) -> tuple[float, list[dict]]:
 
 
 def run_sweep_timed(work: Path) -> float:
-    from scanner.sweep import run_sweep
+    from scanner.sweep.lifecycle import run_sweep
 
     t0 = time.perf_counter()
     code = run_sweep(str(work / "bench.yaml"), f"sqlite:///{work / 'mlflow.db'}", quiet=True)
