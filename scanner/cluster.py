@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import socket
+import sys
+from importlib.machinery import PathFinder
+from typing import Sequence
 
 import ray
 
@@ -15,6 +19,10 @@ from trainables.errors import BadInput
 # torch threads stall at every barrier: on a loaded 2-core box a trial trained 2.5x slower than the same loop run
 # by hand. Trials are the work here, so they run at the priority a user's own `python train.py` would get.
 WORKER_NICENESS = "RAY_worker_niceness"
+# Ray puts the driver's working folder first on every worker's sys.path (its job config's driver sys.path), so a
+# user's `search_spaces/` folder of YAML files, or their own `trainables` package, would replace ours in the trials.
+# This hook runs in each worker before Ray adds that folder: modules found without it keep winning over it.
+WORKER_SETUP_HOOK = "scanner.cluster.driver_folder_last"
 
 
 def ray_init(address: str | None) -> bool:
@@ -25,19 +33,51 @@ def ray_init(address: str | None) -> bool:
         return False
     try:
         if address and address.startswith("ray://"):
-            ray.init(address=address)  # Ray Client takes no local-node options
+            ray.init(address=address, runtime_env=worker_runtime_env())  # Ray Client takes no local-node options
         else:
             # read when the node starts its workers: the user's own setting wins, and the process gets it back
             niceness = os.environ.get(WORKER_NICENESS, "0" if not address else None)
             with scoped_environ(**{WORKER_NICENESS: niceness}):
                 ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+                         logging_level="ERROR", runtime_env=worker_runtime_env())
     except ConnectionError as exc:
         if not address:
             raise
         raise BadInput(f"--address {address}: no Ray cluster answers there ({str(exc).splitlines()[0][:160]}); "
                        f"start one with 'ray start --head' or drop --address for a private local Ray") from None
     return True
+
+
+def worker_runtime_env() -> dict[str, str]:
+    return {"worker_process_setup_hook": WORKER_SETUP_HOOK}
+
+
+class InstalledFirst(importlib.abc.MetaPathFinder):
+    """Sits right before the path finder. A top-level module found on ``own_path``, or by an installed finder after
+    the path finder (an editable install's), wins over one that only folders added to ``sys.path`` later provide.
+    Submodules follow their package's ``__path__``; a module found nowhere else (the user's own) is left to the
+    normal search."""
+
+    def __init__(self, own_path: Sequence[str]):
+        self.own_path = list(own_path)
+
+    def find_spec(self, name, path=None, target=None):
+        if path is not None:
+            return None
+        spec = PathFinder.find_spec(name, self.own_path)
+        if spec is not None and spec.loader is not None:  # loader None: only a namespace portion
+            return spec
+        for finder in sys.meta_path[sys.meta_path.index(PathFinder) + 1:]:
+            found = finder.find_spec(name, None, target) if hasattr(finder, "find_spec") else None
+            if found is not None:
+                return found
+        return spec
+
+
+def driver_folder_last() -> None:
+    """Ray's worker set-up hook: it runs before Ray adds the driver's folders to the worker's sys.path."""
+    if PathFinder in sys.meta_path and not any(isinstance(f, InstalledFirst) for f in sys.meta_path):
+        sys.meta_path.insert(sys.meta_path.index(PathFinder), InstalledFirst(sys.path))
 
 
 def probe_address(address: str, timeout_s: float = 5.0) -> None:
