@@ -124,13 +124,18 @@ def data_names(shown: str, data: DataConfig, require_data: bool) -> tuple[list[s
                       f"create it (scanner data synth --out {path}) or point data.path at your HDF5 file "
                       "(relative paths start at the YAML file's folder)")
         return None, None
+    if path.is_dir():
+        raise bad(shown, "data.path", f"{path} is a folder, not an HDF5 file",
+                  "give the events file (e.g. path: data/lartpc.h5), or convert a folder of PNG events with "
+                  f"scanner data import-images {path} --out events.h5")
     import h5py  # lazy: only when a file is there to read
 
     try:
         with h5py.File(path, "r") as f:
             return _str_list(f.attrs.get("class_names")), _str_list(f.attrs.get("target_names"))
     except OSError as exc:
-        raise bad(shown, "data.path", f"{path} is not a readable HDF5 file ({exc})",
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # h5py's text spans lines
+        raise bad(shown, "data.path", f"{path} is not a readable HDF5 file ({reason})",
                   "give an HDF5 file written by scanner data synth or scanner data import-images") from None
 
 

@@ -42,25 +42,31 @@ from trainables.config import OOM_POLICIES, TASKS, DataConfig
 from trainables.errors import BadInput
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # becomes a folder (scans/<name>/) and an MLflow name
+DEFAULT_OBJECTIVE = {"classification": {"metric": "val/accuracy", "mode": "max"},
+                     "regression": {"metric": "val/loss", "mode": "min"}}  # a training file without objective:
 LOWER_IS_BETTER = ("loss", "resolution", "_err", "epoch_s", "data_wait", "mem", "rss_gb", "cpu_pct", "power_w",
                    "fragmentation", "slack", "rms/")
 
 
-def load_space(path: str | Path, overrides: dict | None = None, require_data: bool = True) -> SpaceFile:
-    """Parse and validate a search-space YAML. ``overrides`` (from ``parse_set``) are merged into ``fixed``."""
+def load_space(path: str | Path, overrides: dict | None = None, require_data: bool = True,
+               training: bool = False) -> SpaceFile:
+    """Parse and validate a search-space YAML. ``overrides`` (from ``parse_set``) are merged into ``fixed``.
+
+    ``training`` (``scanner train``): only ``data`` is required; ``name`` defaults to the file's stem, ``task`` to
+    what the data file holds (labels: classification, else targets: regression), ``objective`` to the task's."""
     shown = str(path)
     source = Path(path).expanduser().resolve()
     raw = read_yaml(source, shown)
     reject_unknown(shown, "", raw, TOP_KEYS)
-    for key in ("name", "task", "data", "objective"):
+    for key in ("data",) if training else ("name", "task", "data", "objective"):
         if key not in raw:
             raise bad(shown, key, "missing", f"add '{key}:' (see search_spaces/demo.yaml)")
-    name = parse_name(shown, raw["name"])
-    task = raw["task"]
+    name = parse_name(shown, raw["name"]) if "name" in raw else default_name(shown, source)
+    data = parse_data(shown, raw["data"], source.parent)
+    task = raw["task"] if "task" in raw else held_task(data)
     if task not in TASKS:
         raise bad(shown, "task", f"'{task}' is not a task", near_hint(task, TASKS))
-    data = parse_data(shown, raw["data"], source.parent)
-    objective = parse_objective(shown, raw["objective"])
+    objective = parse_objective(shown, raw["objective"] if "objective" in raw else DEFAULT_OBJECTIVE[task])
     budget = parse_budget(shown, raw.get("budget") or {}, bool(objective.also))
     resources = parse_resources(shown, raw.get("resources") or {})
     tracking = parse_tracking(shown, raw.get("tracking") or {})
@@ -86,6 +92,19 @@ def load_space(path: str | Path, overrides: dict | None = None, require_data: bo
         baseline=baseline, space=params, source_path=source, raw=raw, space_hash=space_hash(raw),
         overrides=overrides, tracking=tracking,
     )
+
+
+def held_task(data: DataConfig) -> str:
+    from trainables.data.schema import infer_task  # h5py and the data package: only when a file must be read
+
+    return infer_task(data)
+
+
+def default_name(shown: str, source: Path) -> str:
+    if not NAME_PATTERN.fullmatch(source.stem):
+        raise bad(shown, "name", f"missing, and the file name '{source.stem}' cannot name an MLflow experiment",
+                  "add name: with letters, digits, '.', '_' and '-', e.g. name: my-training")
+    return source.stem
 
 
 def space_hash(raw: dict) -> str:

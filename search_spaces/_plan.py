@@ -8,7 +8,7 @@ from pathlib import Path
 from search_spaces._checks import occurrences
 from search_spaces._keys import bad
 from search_spaces._optuna import grid_size
-from search_spaces._resolve import baseline_config
+from search_spaces._resolve import baseline_config, baseline_only_warning
 from search_spaces._schema import SpaceFile
 from trainables.config import CPU_IGNORED
 
@@ -127,6 +127,9 @@ def _baseline_lines(space: SpaceFile) -> list[str]:
     lines = ["  " + " ".join(shown) if shown else "  (all defaults)"]
     if rest:
         lines.append(f"  (defaults for {', '.join(rest)})")
+    warning = baseline_only_warning(space)
+    if warning:
+        lines.append("  " + warning)
     return lines
 
 

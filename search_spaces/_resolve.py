@@ -54,3 +54,29 @@ def sampled_keys(space: SpaceFile, sampled: dict[str, Any] | None) -> list[str]:
     if sampled is None:
         return []
     return [k for k in space.varied_keys if k in sampled]
+
+
+def baseline_only(space: SpaceFile) -> dict[str, tuple[Any, Any]]:
+    """Keys set under ``baseline:`` only, to a value other than the default: the searched trials do not get them.
+    ``{key: (baseline value, what the searched trials train with)}``."""
+    defaults = TrialConfig()
+    out = {}
+    for key, value in (space.baseline or {}).items():
+        if key in space.fixed or key in space.space:
+            continue
+        default = defaults.loss_name(space.task) if key == "loss" else getattr(defaults, key)
+        if value != default:
+            out[key] = (value, default)
+    return out
+
+
+def baseline_only_warning(space: SpaceFile) -> str | None:
+    """One line for the start of a sweep and its dry run, or None when every baseline key reaches the trials."""
+    keys = baseline_only(space)
+    if not keys:
+        return None
+    set_here = ", ".join(f"{k}={v}" for k, (v, _) in keys.items())
+    defaults = ", ".join(f"{k}={d}" for k, (_, d) in keys.items())
+    return (f"warning: {space.source_path.name}: {set_here} only under baseline:, so the searched trials train with "
+            f"the default {defaults}; move {'it' if len(keys) == 1 else 'them'} to fixed: for every trial, or to "
+            "space: to search")

@@ -9,16 +9,11 @@ import numpy as np
 
 from trainables.config import DataConfig
 from trainables.files import atomic_output, progress_bar
-from trainables.data.schema import SPLITS, EventFile, open_events, open_h5, read_labels
+from trainables.data.schema import SPLITS, EventFile, infer_task, open_events, open_h5, read_labels
 from trainables.errors import BadInput
 
 SCAN_BLOCK = 256  # events per read in the full scan: big enough to amortise h5py calls, ~32 MiB at 128x128
 DISPLAY_PER_CLASS = 2  # events per class in the event display
-
-
-def infer_task(cfg: DataConfig) -> str:
-    with open_h5(cfg.path) as f:
-        return "classification" if cfg.labels in f else "regression"
 
 
 def scan_images(cfg: DataConfig, progress: bool = True) -> dict:

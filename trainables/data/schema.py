@@ -74,6 +74,9 @@ def open_h5(path):
     import h5py
 
     p = Path(path)
+    if p.is_dir():
+        raise BadInput(f"{p}: a folder, not an HDF5 events file; fix: give the .h5 file, or convert a folder of PNG "
+                       f"events with `scanner data import-images {p} --out events.h5`")
     if not p.is_file():
         raise BadInput(f"{p}: file not found; expected an HDF5 events file; fix: check data.path, "
                        f"or make one with `scanner data synth --out {p.name}`")
@@ -225,6 +228,19 @@ def truth_datasets(f, cfg: DataConfig, n: int) -> list[str]:
     taken = {cfg.images, cfg.labels, cfg.targets, cfg.weights, cfg.split}
     return sorted(k for k, ds in f.items() if k not in taken and hasattr(ds, "shape") and ds.ndim >= 1
                   and ds.shape[0] == n and np.issubdtype(ds.dtype, np.number))
+
+
+def infer_task(cfg: DataConfig) -> str:
+    """What a file without a ``task:`` is for: classification when it has labels, else regression on targets."""
+    with open_h5(cfg.path) as f:
+        if cfg.labels in f:
+            return "classification"
+        if cfg.targets in f:
+            return "regression"
+        have = ", ".join(f.keys()) or "none"
+    raise BadInput(f"{cfg.path}: neither '{cfg.labels}' nor '{cfg.targets}' (datasets: {have}); expected labels for "
+                   "classification or targets for regression; fix: set data.labels or data.targets to the dataset's "
+                   "name, or set task:")
 
 
 def open_events(cfg: DataConfig, task: str) -> EventFile:
