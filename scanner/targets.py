@@ -1,8 +1,9 @@
 """Which trial a command means: ``run:<id>`` (or a bare run id), ``best-of:<sweep>``, or a checkpoint folder,
-resolved in the driver through MLflow.
+resolved in the driver through MLflow; and every ``init:`` checked before anything starts.
 
     resolve_init("best-of:lartpc-3class", uri)    # -> the best trial's checkpoint path (for ``init:``)
     resolve_run("best-of:lartpc-3class", uri)     # -> Resolved(checkpoint, run_id, trial_id)
+    check_inits(space, events, resolve_inits(space_inits, uri))   # one BadInput line, or every init loads
 
 ``best-of:`` ranks the latest instance of the sweep exactly as its report does (``reports.rank``), and never picks
 a seed replica. Trials receive the resolved path, so they never query MLflow.
@@ -10,15 +11,20 @@ a seed replica. Trials receive the resolved path, so they never query MLflow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from reports import client_for, load_sweep, rank
+from search_spaces import SpaceFile, init_uses
+from trainables.config import TrialConfig
 from trainables.contract import SCANS_DIR, Artifact, Tag
+from trainables.data import EventFile
 from trainables.errors import BadInput
+from trainables.loop import build_model, num_outputs
 
 PREFIXES = ("best-of:", "run:")
 FETCHED_DIR = "_fetched"  # scans/_fetched/<run id>/: checkpoints downloaded from a tracking server
@@ -29,6 +35,12 @@ class Resolved:
     checkpoint: str
     run_id: str | None = None  # None for a checkpoint folder given directly
     trial_id: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"run {self.run_id} (trial {self.trial_id}), checkpoint {self.checkpoint}"
 
 
 def needs_resolving(init: str | None) -> bool:
@@ -42,8 +54,14 @@ def resolve_init(init: str | None, tracking_uri: str) -> str | None:
     return resolve_run(init, tracking_uri).checkpoint
 
 
+def resolve_inits(values: Iterable[str | None], tracking_uri: str) -> dict[str, Resolved]:
+    """Each ``best-of:``/``run:`` among ``values`` -> its trial (files and ``hub:`` need no resolving)."""
+    return {v: resolve_run(v, tracking_uri) for v in sorted({v for v in values if needs_resolving(v)})}
+
+
 def resolve_run(target: str, tracking_uri: str) -> Resolved:
     """``run:<id>`` or ``best-of:<sweep>`` -> the trial's checkpoint, run and trial id."""
+    check_store_exists(target, tracking_uri)
     if target.startswith("best-of:"):
         return _resolved(best_run(target[len("best-of:"):], tracking_uri, target), target, tracking_uri)
     run_id = target[len("run:"):] if target.startswith("run:") else target
@@ -88,3 +106,26 @@ def fetch_checkpoint(run: Run, tracking_uri: str, shown: str) -> str:
                        "here or pick another run")
     folder.mkdir(parents=True, exist_ok=True)
     return client.download_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR, str(folder))
+
+
+def check_store_exists(target: str, tracking_uri: str) -> None:
+    """A local store that does not exist holds no sweep and no run: say so, without creating an empty one."""
+    path = Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+    if path is not None and not path.exists():
+        raise BadInput(f"'{target}': there is no MLflow store at {path} yet, so nothing to take it from; run that "
+                       "sweep first, or pass the --tracking-uri of the store it ran in")
+
+
+def check_inits(space: SpaceFile, events: EventFile, resolved: dict[str, Resolved], searched: bool = True) -> None:
+    """Load every ``init:`` into the model it meets, as a trial will (``hub:`` weights offline or unknown, a
+    checkpoint of another architecture or channel count): one BadInput line now, not a failure in every trial.
+    ``searched`` False: the baseline config only (``scanner train``)."""
+    for model, mode, init in init_uses(space, searched):
+        source = resolved.get(init)
+        path = source.checkpoint if source is not None else init
+        try:
+            build_model(TrialConfig(model=model, mode=mode, init=path), events.image_shape[0], num_outputs(events))
+        except BadInput as exc:
+            reason = str(exc).removeprefix(f"init '{path}': ").removeprefix(f"{init}: ")
+            where = f" ({source.describe()})" if source is not None else ""
+            raise BadInput(f"{space.source_path}: init '{init}'{where}: {reason}") from None

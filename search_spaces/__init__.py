@@ -12,8 +12,8 @@ from search_spaces._loader import load_space, parse_set, space_hash
 from search_spaces._optuna import DefineByRun, define_by_run, finite_points, grid_size, grid_space, suggest
 from search_spaces._plan import (ASHA_REDUCTION, HYPERBAND_BRACKETS, asha_rungs, check_resources, cpu_ignored_keys,
                                  format_plan, trials_at_once)
-from search_spaces._resolve import (baseline_config, baseline_only, baseline_only_warning, ran_params, sampled_keys,
-                                    train_config, trial_config)
+from search_spaces._resolve import (baseline_config, baseline_only, baseline_only_warning, init_uses, ran_params,
+                                    sampled_keys, train_config, trial_config)
 from search_spaces._schema import SCHEDULERS, Budget, Objective, Param, Resources, SpaceFile
 from search_spaces.samplers import SAMPLERS
 
@@ -40,6 +40,7 @@ __all__ = [
     "define_by_run",
     "format_plan",
     "grid_size",
+    "init_uses",
     "finite_points",
     "grid_space",
     "load_space",

@@ -77,6 +77,29 @@ def baseline_only_warning(space: SpaceFile) -> str | None:
         return None
     set_here = ", ".join(f"{k}={v}" for k, (v, _) in keys.items())
     defaults = ", ".join(f"{k}={d}" for k, (_, d) in keys.items())
-    return (f"warning: {space.source_path.name}: {set_here} only under baseline:, so the searched trials train with "
-            f"the default {defaults}; move {'it' if len(keys) == 1 else 'them'} to fixed: for every trial, or to "
-            "space: to search")
+    one = len(keys) == 1
+    return (f"warning: {space.source_path.name}: {set_here} {'is' if one else 'are'} set only under baseline:, so the "
+            f"searched trials train with the default {defaults}; move {'it' if one else 'them'} to fixed: for every "
+            "trial, or to space: to search")
+
+
+def init_uses(space: SpaceFile, searched: bool = True) -> list[tuple[str, str, str]]:
+    """``(model, mode, init)`` of every config that loads weights: the baseline's (``fixed`` + ``baseline`` +
+    ``--set``) and, with ``searched``, each combination the searched trials can draw. For checking ``init:`` before
+    anything starts."""
+    uses = []
+    base = baseline_config(space)
+    if base.mode != "scratch" and base.init:
+        uses.append((base.model, base.mode, base.init))
+    if searched:
+        for model in _searched_values(space, "model"):
+            for mode in _searched_values(space, "mode"):
+                uses += [(model, mode, init) for init in _searched_values(space, "init") if mode != "scratch" and init]
+    return list(dict.fromkeys(uses))
+
+
+def _searched_values(space: SpaceFile, key: str) -> list[Any]:
+    param = space.space.get(key)
+    if param is not None:
+        return list(param.choices)  # model, mode and init are strings: a choice or a value
+    return [space.fixed.get(key, getattr(TrialConfig(), key))]

@@ -36,3 +36,4 @@ from fixtures_sweep import *  # noqa: E402,F401,F403  MLflow server, local Ray, 
 from fixtures_faults import *  # noqa: E402,F401,F403  sweeps hit by Ctrl-C, SIGKILL and races, run once each
 from fixtures_evaluate import *  # noqa: E402,F401,F403  tiny checkpoints in a sweep's MLflow layout (systematics)
 from fixtures_tracking import *  # noqa: E402,F401,F403  a sqlite MLflow store per test, its schema built once
+from fixtures_cli import *  # noqa: E402,F401,F403  the CLI as a user runs it, a small events file, a pretrained run

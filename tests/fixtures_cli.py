@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from fixtures_sweep import REPO
+
+__all__ = ["PROJECT_PACKAGES", "Pretrained", "cli_h5", "folder_listing", "installed_scanner", "pretrained",
+           "run_cli"]
 
 PROJECT_PACKAGES = ("scanner", "search_spaces", "trainables", "reports")
 
@@ -46,3 +53,61 @@ def installed_scanner(root: Path) -> tuple[list[str], dict[str, str]]:
 def folder_listing(folder: Path) -> set[str]:
     """Every file and folder under ``folder``, relative: what a command created shows as a difference."""
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def run_cli(argv: list[str]) -> int:
+    """``scanner ARGV`` in this process: its exit status, whether it returned or argparse exited."""
+    from scanner.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+@pytest.fixture(scope="session")
+def cli_h5(tmp_path_factory) -> Path:
+    """400 synthetic events of 2x16x16 (NC, nueCC, numuCC; labels, direction targets and truth): copy it, never
+    write to it."""
+    from trainables.data import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("cli_data") / "tiny.h5", events=400, size=16, seed=0,
+                           progress=False)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A `scanner train` run of small_cnn_tiny, 1 epoch: a store to take ``best-of:pretrain``/``run:<id>`` from."""
+
+    folder: Path
+    tracking_uri: str
+    run_id: str
+    trial_id: str
+    checkpoint: Path
+
+
+PRETRAIN_SPACE = """\
+data: {{path: {h5}}}
+fixed: {{model: small_cnn_tiny, batch_size: 64, num_workers: 0}}
+"""
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, cli_h5) -> Pretrained:
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("pretrain")
+    space = folder / "pretrain.yaml"
+    space.write_text(PRETRAIN_SPACE.format(h5=cli_h5))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert run_cli(["train", str(space), "--epochs", "1", "--tracking-uri", uri]) == 0
+    finally:
+        os.chdir(cwd)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("pretrain").experiment_id])
+    tags = run.data.tags
+    return Pretrained(folder, uri, run.info.run_id, tags["scan.trial_id"], Path(tags["scan.checkpoint"]))

@@ -161,7 +161,7 @@ def _torchvision_weights(name: str) -> Any:
 
     try:
         return get_weight(name)
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, TypeError):  # TypeError: a name like resnet18.X (a function)
         return None
 
 

@@ -28,7 +28,7 @@ def run_command(args) -> int:
         print(cluster_plan(args.space, args.trials, args.address))
         return 0
     if args.dry_run:
-        print(dry_run(args.space, args.trials))
+        print(dry_run(args.space, args.trials, args.tracking_uri))
         return 0
     from scanner.sweep.lifecycle import run_sweep  # Ray and Tune load only when a sweep really runs
 

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import psutil
 import yaml
 
-from scanner.targets import needs_resolving, resolve_init
+from scanner.targets import Resolved, check_inits, resolve_inits
 from scanner.tracking import check_reachable, git_sha
-from search_spaces import SpaceFile, check_resources, format_plan, load_space
+from search_spaces import SpaceFile, check_resources, format_plan, init_uses, load_space
 from trainables.contract import OPTUNA_DB, SCANS_DIR, Artifact
-from trainables.data import open_events
+from trainables.data import EventFile, open_events
 from trainables.errors import BadInput
 from trainables.files import atomic_write_text
 
@@ -46,6 +46,8 @@ class Sweep:
     init_map: dict[str, str]
     instance: str  # one id per `scanner run`, kept by `scanner resume`: the runs of this sweep and no other
     phase: str = PHASE_SEARCH  # how far it got: `scanner resume` says so, and goes on from there
+    # best-of:/run: -> {"checkpoint", "run_id", "trial_id"}: the trial each init was taken from (scan.init_run_id ...)
+    init_sources: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -117,8 +119,13 @@ def init_strings(space: SpaceFile) -> set[str]:
     return {v for v in values if isinstance(v, str)}
 
 
-def resolve_inits(space: SpaceFile, tracking_uri: str) -> dict[str, str]:
-    return {v: resolve_init(v, tracking_uri) for v in init_strings(space) if needs_resolving(v)}
+def checked_inits(space: SpaceFile, tracking_uri: str, events: EventFile | None = None) -> dict[str, Resolved]:
+    """Every ``best-of:``/``run:`` of the sweep resolved to its trial, and every init loaded into the model it meets
+    (BadInput otherwise), before anything starts."""
+    resolved = resolve_inits(init_strings(space), tracking_uri)
+    if init_uses(space):
+        check_inits(space, events or open_events(space.data, space.task), resolved)
+    return resolved
 
 
 def prepare(space_path: str, tracking_uri: str, address: str | None, trials: int | None) -> Sweep:
@@ -127,11 +134,13 @@ def prepare(space_path: str, tracking_uri: str, address: str | None, trials: int
     folder = scans_root() / space.name
     if folder.exists():
         raise taken(space.name, space_path)
-    open_events(space.data, space.task)
+    events = open_events(space.data, space.task)
     check_reachable(tracking_uri)
     if not address:
         check_resources(space, *local_cluster())
-    return Sweep(space, folder, tracking_uri, address, resolve_inits(space, tracking_uri), new_instance())
+    resolved = checked_inits(space, tracking_uri, events)
+    return Sweep(space, folder, tracking_uri, address, {v: r.checkpoint for v, r in resolved.items()},
+                 new_instance(), init_sources={v: r.as_dict() for v, r in resolved.items()})
 
 
 def taken(name: str, space_path: str) -> BadInput:
@@ -170,6 +179,7 @@ def write_scan_files(sweep: Sweep) -> None:
         "data_path": sweep.space.data.path,
         "ray_address": sweep.address or "local",
         "init_map": sweep.init_map,
+        "init_sources": sweep.init_sources,
         "git_sha": git_sha(),
         "optuna_storage": optuna_url(),
         "study_name": sweep.name,
@@ -196,7 +206,7 @@ def load_sweep_folder(name: str) -> Sweep:
     address = None if info.get("ray_address") in (None, "local") else info["ray_address"]
     instance = info.get("instance") or name  # a sweep from before instances: its runs carry none
     return Sweep(space, folder, info["tracking_uri"], address, dict(info.get("init_map") or {}), instance,
-                 info.get("phase", PHASE_SEARCH))
+                 info.get("phase", PHASE_SEARCH), dict(info.get("init_sources") or {}))
 
 
 def mark_phase(sweep: Sweep, phase: str) -> None:
@@ -220,6 +230,15 @@ def store_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def dry_run(space_path: str, trials: int | None) -> str:
+def dry_run(space_path: str, trials: int | None, tracking_uri: str) -> str:
+    """The plan, with what each ``best-of:``/``run:`` resolves to; the same checks as a start, nothing created."""
     space = with_trials(load_space(space_path), trials)
-    return format_plan(space, *local_cluster())
+    resolved = checked_inits(space, tracking_uri)
+    return "\n".join([format_plan(space, *local_cluster()), *init_lines(resolved)])
+
+
+def init_lines(resolved: dict[str, Resolved]) -> list[str]:
+    if not resolved:
+        return []
+    return ["Init (resolved now; every trial that uses it loads this checkpoint):",
+            *(f"  {value} -> {source.describe()}" for value, source in resolved.items())]

@@ -1,0 +1,48 @@
+"""`scanner run` before anything starts: --dry-run shows what `best-of:` resolves to, the keys only the baseline
+gets, and the sweep keeps the run and trial its inits came from (scan.json, for scanner resume)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from fixtures_sweep import TINY_SPACE
+
+from scanner.cli import main
+from scanner.sweep.setup import create_folder, load_sweep_folder, prepare
+
+TRANSFER = (TINY_SPACE.format(name="transfer", trials=2, epochs=1)
+            .replace("  num_workers: 0\n", "  num_workers: 0\n  model: small_cnn_tiny\n  mode: finetune\n"
+                     "  init: best-of:pretrain\n")
+            .replace("  model: {choice: [small_cnn_tiny, resnet_tiny]}\n", "")
+            .replace("  model: small_cnn_tiny\n  loss: ce\n", "  loss: ce\n  ema_decay: 0.99\n"))
+
+
+def transfer_space(folder, cli_h5):
+    shutil.copy(cli_h5, folder / "tiny.h5")
+    path = folder / "transfer.yaml"
+    path.write_text(TRANSFER)
+    return path
+
+
+def test_dry_run_shows_what_best_of_resolves_to(pretrained, cli_h5, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    space = transfer_space(tmp_path, cli_h5)
+    assert main(["run", str(space), "--dry-run", "--tracking-uri", pretrained.tracking_uri]) == 0
+    out = capsys.readouterr().out
+    assert (f"best-of:pretrain -> run {pretrained.run_id} (trial {pretrained.trial_id}), checkpoint "
+            f"{pretrained.checkpoint}") in out
+    assert "ema_decay=0.99 is set only under baseline:" in out and "ema_decay=0.0" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.h5", "transfer.yaml"]
+
+
+def test_the_sweep_keeps_the_run_and_trial_of_its_inits(pretrained, cli_h5, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = transfer_space(tmp_path, cli_h5)
+    sweep = prepare(str(space), pretrained.tracking_uri, None, None)
+    source = {"checkpoint": str(pretrained.checkpoint), "run_id": pretrained.run_id, "trial_id": pretrained.trial_id}
+    assert sweep.init_sources == {"best-of:pretrain": source}
+    assert sweep.init_map == {"best-of:pretrain": str(pretrained.checkpoint)}
+    create_folder(sweep, str(space))
+    assert json.loads(sweep.scan_json.read_text())["init_sources"] == {"best-of:pretrain": source}
+    assert load_sweep_folder("transfer").init_sources == {"best-of:pretrain": source}
