@@ -22,8 +22,8 @@ from fixtures_sweep import TINY_SPACE, free_port
 from PIL import Image
 
 SPACE = TINY_SPACE.format(name="bad", trials=2, epochs=1)
-REGRESSION = (SPACE.replace("task: classification", "task: regression").replace("metric: val/accuracy", "metric: val/loss")
-              .replace("mode: max", "mode: min").replace("  loss: ce\n", "")
+REGRESSION = (SPACE.replace("task: classification", "task: regression")
+              .replace("metric: val/accuracy", "metric: val/loss").replace("mode: max", "mode: min").replace("  loss: ce\n", "")
               .replace("  loss:  {choice: [ce, focal]}\n  focal_gamma: {when: {loss: focal}, float: [1.0, 3.0]}\n", ""))
 
 
@@ -217,7 +217,8 @@ VALUES = [
     Case("values: mode maximize", yaml_case("run", "mode: max", "mode: maximize"), ("maximize", "mode: max")),
     Case("values: reversed range", yaml_case("run", "float: [1.0e-3, 3.0e-2]", "float: [3.0e-2, 1.0e-3]"),
          ("space.lr", "low")),
-    Case("values: log range from 0", yaml_case("run", "space:\n", "space:\n  weight_decay: {float: [0.0, 1.0e-2], log: true}\n"),
+    Case("values: log range from 0",
+         yaml_case("run", "space:\n", "space:\n  weight_decay: {float: [0.0, 1.0e-2], log: true}\n"),
          ("space.weight_decay", "log")),
     Case("values: empty choice", yaml_case("run", "choice: [ce, focal]", "choice: []"), ("space.loss.choice",)),
     Case("values: when on an unknown parameter", yaml_case("run", "when: {loss: focal}", "when: {losss: focal}"),

@@ -47,7 +47,8 @@ def test_train_logs_the_contract_layout(tiny_h5, tmp_path, store, capsys):
     assert run.info.run_name == "t00 small_cnn_tiny ce lr=3e-3"  # the --set override is in the name
     # params: what the file and --set set, as a sweep's trial; defaults only in config.yaml
     assert run.data.params == {"model": "small_cnn_tiny", "batch_size": "32", "num_workers": "0", "lr": "0.003"}
-    config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, Artifact.CONFIG, str(tmp_path))).read_text())
+    config_file = client.download_artifacts(run.info.run_id, Artifact.CONFIG, str(tmp_path))
+    config = yaml.safe_load(Path(config_file).read_text())
     assert config["loss"] == "ce" and config["lr"] == 0.003 and config["optimizer"] == "adamw"
     tags = run.data.tags
     assert tags["scan.status"] == "completed" and tags["scan.name"] == "train-check"

@@ -73,7 +73,8 @@ def test_keys_only_under_baseline_are_named_with_what_the_trials_get(cli_h5, tmp
 
 
 def test_no_warning_when_every_baseline_key_reaches_the_trials(cli_h5, tmp_path):
-    space = sweep(tmp_path, cli_h5, fixed=", ema_decay: 0.9", space="  model: {choice: [small_cnn_tiny, resnet_tiny]}\n")
+    searched_model = "  model: {choice: [small_cnn_tiny, resnet_tiny]}\n"
+    space = sweep(tmp_path, cli_h5, fixed=", ema_decay: 0.9", space=searched_model)
     assert baseline_only(space) == {} and baseline_only_warning(space) is None
 
 

@@ -230,9 +230,16 @@ def truth_datasets(f, cfg: DataConfig, n: int) -> list[str]:
                   and ds.shape[0] == n and np.issubdtype(ds.dtype, np.number))
 
 
+def _check_not_empty(f, path) -> None:
+    if not len(f.keys()):
+        raise BadInput(f"{path}: the file is empty (no datasets); expected 'images' (N, C, H, W) and "
+                       "'labels' or 'targets'; fix: write events, e.g. `scanner data synth`")
+
+
 def infer_task(cfg: DataConfig) -> str:
     """What a file without a ``task:`` is for: classification when it has labels, else regression on targets."""
     with open_h5(cfg.path) as f:
+        _check_not_empty(f, cfg.path)
         if cfg.labels in f:
             return "classification"
         if cfg.targets in f:
@@ -249,9 +256,7 @@ def open_events(cfg: DataConfig, task: str) -> EventFile:
         raise BadInput(f"{cfg.path}: task '{task}'; expected classification or regression")
     path = str(cfg.path)
     with open_h5(path) as f:
-        if not len(f.keys()):
-            raise BadInput(f"{path}: the file is empty (no datasets); expected 'images' (N, C, H, W) and "
-                           "'labels' or 'targets'; fix: write events, e.g. `scanner data synth`")
+        _check_not_empty(f, path)
         images = _check_images(f, path, cfg)
         n = images.shape[0]
         class_names = target_names = direction = None
