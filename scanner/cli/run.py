@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from scanner.cli.common import example_help
 
 
@@ -22,31 +24,25 @@ def register(sub, parent) -> None:
 
 
 def run_command(args) -> int:
-    from scanner.sweep.setup import dry_run  # the sweep's modules load torch and MLflow: not for --help
+    from scanner.sweep.setup import dry_run, local_cluster  # torch and MLflow: not for --help
 
-    if args.dry_run and args.address:
-        print(cluster_plan(args.space, args.trials, args.address))
-        return 0
     if args.dry_run:
-        print(dry_run(args.space, args.trials, args.tracking_uri))
+        cluster = partial(cluster_resources_at, args.address) if args.address else local_cluster
+        print(dry_run(args.space, args.trials, args.tracking_uri, cluster))
         return 0
     from scanner.sweep.lifecycle import run_sweep  # Ray and Tune load only when a sweep really runs
 
     return run_sweep(args.space, args.tracking_uri, address=args.address, trials=args.trials, quiet=args.quiet)
 
 
-def cluster_plan(space_path: str, trials: int | None, address: str) -> str:
-    """The plan against the cluster at ``address``: its CPUs and GPUs set how many trials run at once. Joining
-    starts nothing on it; the connection is closed before returning."""
+def cluster_resources_at(address: str) -> tuple[float, float]:
+    """CPUs and GPUs of the cluster at ``address``: they set how many trials run at once. Joining starts nothing
+    on it; the connection is closed before returning."""
     from scanner.cluster import cluster_resources, ray_init, stop_ray  # Ray loads only with --address
-    from scanner.sweep.setup import with_trials
-    from search_spaces import format_plan, load_space
 
-    space = with_trials(load_space(space_path), trials)
     started = ray_init(address)
     try:
-        cpus, gpus = cluster_resources()
+        return cluster_resources()
     finally:
         if started:
             stop_ray()
-    return format_plan(space, cpus, gpus)

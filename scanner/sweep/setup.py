@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import yaml
@@ -230,11 +230,13 @@ def store_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def dry_run(space_path: str, trials: int | None, tracking_uri: str) -> str:
-    """The plan, with what each ``best-of:``/``run:`` resolves to; the same checks as a start, nothing created."""
+def dry_run(space_path: str, trials: int | None, tracking_uri: str,
+            cluster: Callable[[], tuple[float, float]] = local_cluster) -> str:
+    """The plan on ``cluster``'s (CPUs, GPUs), with what each ``best-of:``/``run:`` resolves to; the same checks as
+    a start, nothing created."""
     space = with_trials(load_space(space_path), trials)
     resolved = checked_inits(space, tracking_uri)
-    return "\n".join([format_plan(space, *local_cluster()), *init_lines(resolved)])
+    return "\n".join([format_plan(space, *cluster()), *init_lines(resolved)])
 
 
 def init_lines(resolved: dict[str, Resolved]) -> list[str]:
