@@ -108,7 +108,7 @@ def run_train(args) -> int:
 
     from scanner.targets import check_inits, resolve_inits
     from scanner.tracking import check_reachable, ensure_experiment, trial_run_name
-    from search_spaces import load_space, parse_set, train_config
+    from search_spaces import baseline_only_warning, load_space, parse_set, train_config
     from trainables.config import TrialSpec
     from trainables.data import data_hash, open_events
     from trainables.errors import BadInput
@@ -121,6 +121,9 @@ def run_train(args) -> int:
     cfg = train_config(space)
     resolved = resolve_inits([cfg.init], args.tracking_uri)
     check_inits(space, events, resolved, searched=False)  # hub offline, an architecture that does not fit: now
+    warning = baseline_only_warning(space)  # this run trains them; a sweep of the same file would not
+    if warning and space.space:
+        print(warning, file=sys.stderr, flush=True)
     source = resolved.get(cfg.init)
     if source is not None:
         cfg = cfg.replace(init=source.checkpoint)

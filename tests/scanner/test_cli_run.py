@@ -46,3 +46,14 @@ def test_the_sweep_keeps_the_run_and_trial_of_its_inits(pretrained, cli_h5, tmp_
     create_folder(sweep, str(space))
     assert json.loads(sweep.scan_json.read_text())["init_sources"] == {"best-of:pretrain": source}
     assert load_sweep_folder("transfer").init_sources == {"best-of:pretrain": source}
+
+
+def test_train_of_a_sweep_file_warns_once_about_keys_only_the_baseline_gets(cli_h5, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    space = transfer_space(tmp_path, cli_h5)
+    space.write_text(space.read_text().replace("  mode: finetune\n  init: best-of:pretrain\n", ""))
+    assert main(["train", str(space), "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "only under baseline:" in line] == [
+        "warning: transfer.yaml: ema_decay=0.99 is set only under baseline:, so the searched trials train with the "
+        "default ema_decay=0.0; move it to fixed: for every trial, or to space: to search"]
