@@ -20,11 +20,10 @@ from mlflow.exceptions import MlflowException
 
 from reports import client_for, load_sweep, rank
 from search_spaces import SpaceFile, init_uses
-from trainables.config import TrialConfig
 from trainables.contract import SCANS_DIR, Artifact, Tag
 from trainables.data import EventFile
 from trainables.errors import BadInput
-from trainables.loop import build_model, num_outputs
+from trainables.models import create_model, load_init
 
 PREFIXES = ("best-of:", "run:")
 FETCHED_DIR = "_fetched"  # scans/_fetched/<run id>/: checkpoints downloaded from a tracking server
@@ -120,11 +119,12 @@ def check_inits(space: SpaceFile, events: EventFile, resolved: dict[str, Resolve
     """Load every ``init:`` into the model it meets, as a trial will (``hub:`` weights offline or unknown, a
     checkpoint of another architecture or channel count): one BadInput line now, not a failure in every trial.
     ``searched`` False: the baseline config only (``scanner train``)."""
-    for model, mode, init in init_uses(space, searched):
+    outputs = len(events.class_names or events.target_names or ())  # the head is new when its size differs
+    for model, _, init in init_uses(space, searched):
         source = resolved.get(init)
         path = source.checkpoint if source is not None else init
         try:
-            build_model(TrialConfig(model=model, mode=mode, init=path), events.image_shape[0], num_outputs(events))
+            load_init(create_model(model, events.image_shape[0], outputs), path)
         except BadInput as exc:
             reason = str(exc).removeprefix(f"init '{path}': ").removeprefix(f"{init}: ")
             where = f" ({source.describe()})" if source is not None else ""
