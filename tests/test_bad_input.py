@@ -23,7 +23,8 @@ from PIL import Image
 
 SPACE = TINY_SPACE.format(name="bad", trials=2, epochs=1)
 REGRESSION = (SPACE.replace("task: classification", "task: regression")
-              .replace("metric: val/accuracy", "metric: val/loss").replace("mode: max", "mode: min").replace("  loss: ce\n", "")
+              .replace("metric: val/accuracy", "metric: val/loss").replace("mode: max", "mode: min")
+              .replace("  loss: ce\n", "")
               .replace("  loss:  {choice: [ce, focal]}\n  focal_gamma: {when: {loss: focal}, float: [1.0, 3.0]}\n", ""))
 
 
