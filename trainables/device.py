@@ -19,7 +19,6 @@ four logical GPUs) then do, however slowly a loaded machine starts them.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Mapping
@@ -104,7 +103,7 @@ def pick_device(gpu_requested: bool | None = None, environ: Mapping[str, str] = 
     else:
         device, note = torch.device("cpu"), ""
     line = f"scanner: trial device {device} ({visible}{note})"
-    print(line, file=sys.stderr, flush=True)
+    print(line, flush=True)  # the trial's log (stdout): not an error, and scanner train's stderr stays for errors
     if environ.get(START_BARRIER):
         wait_at_barrier(environ[START_BARRIER], line)
     return device

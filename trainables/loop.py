@@ -13,6 +13,7 @@ restarts the trial from its last checkpoint at half the batch size and half the 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shutil
 import tempfile
@@ -105,8 +106,10 @@ class _Trial:
                 self.epoch = epoch
                 try:
                     metrics = self._epoch(p, epoch, telemetry)
-                except (TrialDiverged, NonFiniteInput) as exc:
+                except TrialDiverged as exc:
                     return self.outcome("failed", str(exc))
+                except NonFiniteInput as exc:
+                    return dataclasses.replace(self.outcome("failed", str(exc)), bad_input=True)
                 is_best = is_better(metrics.get(spec.objective), self.best.get(f"best/{spec.objective}"),
                                     spec.objective_mode)
                 if is_best:

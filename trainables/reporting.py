@@ -40,6 +40,7 @@ class TrialOutcome:
     best: dict[str, float] = field(default_factory=dict)  # the best/ block of the last report
     batch_size_final: int | None = None  # the batch size it ended with (smaller after out-of-memory retries)
     oom_retries: int = 0  # restarts at half the batch size after an out-of-memory error
+    bad_input: bool = False  # it failed on the data itself (a NaN/inf pixel): no run of this input can do better
 
 
 class MemoryReporter:

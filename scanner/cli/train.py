@@ -19,6 +19,7 @@ import yaml
 
 from scanner.cli.common import example_help, quiet_store_creation
 from trainables.contract import MLFLOW_STATUS, Artifact, Status, Tag, tag_value
+from trainables.errors import BadInput
 
 
 def register(sub, parent) -> None:
@@ -111,7 +112,6 @@ def run_train(args) -> int:
     from search_spaces import baseline_only_warning, load_space, parse_set, train_config
     from trainables.config import TrialSpec
     from trainables.data import data_hash, open_events
-    from trainables.errors import BadInput
 
     if args.epochs is not None and args.epochs < 1:
         raise BadInput(f"--epochs {args.epochs}: give a number of epochs >= 1")
@@ -204,5 +204,8 @@ def _train_and_close(client, run_id: str, spec, reporter: MlflowRunReporter) -> 
     client.set_terminated(run_id, MLFLOW_STATUS.get(outcome.status, "FAILED"))
     objective = f"best/{spec.objective}"
     summary = f"{objective} = {outcome.best.get(objective, float('nan')):.4g}" if outcome.best else "no epoch finished"
+    if outcome.bad_input:  # the run stays as the record; the user reads one line that names the event
+        reporter.forget_if_empty()
+        raise BadInput(outcome.failure)
     print(f"run {run_id} {outcome.status} after {outcome.epochs} epochs: {summary}; checkpoint {reporter.best_dir}")
     return 0 if outcome.status == Status.COMPLETED else 1

@@ -72,7 +72,7 @@ def test_a_gpu_trial_without_cuda_fails_in_one_line(capsys):
 def test_the_documented_switch_falls_back_to_cpu_and_says_so(capsys):
     device = pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "1", ALLOW_CPU_FALLBACK: "1"})
     assert device == torch.device("cpu")
-    line = capsys.readouterr().err.strip()
+    line = capsys.readouterr().out.strip()
     assert line.startswith("scanner: trial device cpu (CUDA_VISIBLE_DEVICES=1;") and f"{ALLOW_CPU_FALLBACK}=1" in line
     with pytest.raises(GpuUnavailable):
         pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "1", ALLOW_CPU_FALLBACK: "yes"})  # only "1" switches
@@ -85,7 +85,7 @@ def test_cpu_trials_stay_on_cpu_and_gpu_trials_take_cuda0(monkeypatch, capsys):
     assert pick_device(True, environ={"CUDA_VISIBLE_DEVICES": "3"}) == torch.device("cuda", 0)  # = physical GPU 3
     assert pick_device(False, environ={}) == torch.device("cpu")  # a GPU it did not reserve is another trial's
     assert pick_device(None, environ={}) == torch.device("cuda", 0)  # scanner train: the machine is the user's
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = capsys.readouterr().out.strip().splitlines()
     assert lines[2] == "scanner: trial device cuda:0 (CUDA_VISIBLE_DEVICES=3)"
     assert lines[4] == "scanner: trial device cuda:0 (CUDA_VISIBLE_DEVICES unset)"
 
