@@ -2,6 +2,7 @@
 
     from reports import build_report
     build_report("demo", "sqlite:////abs/mlflow.db", Path("report"))   # -> report/index.html
+    report_files(Path("report"))       # the files that report wrote (its manifest, .scanner-report.json)
 
 Never imports ray or torch, nor anything that does (import-linter keeps it so); optuna only inside the importance
 function. The names and the physics it shares with training come from ``trainables.contract`` and
@@ -9,7 +10,8 @@ function. The names and the physics it shares with training come from ``trainabl
 """
 
 from reports._build import build_report, document, preload, write_report
-from reports._fetch import SweepRuns, Trial, client_for, load_sweep
+from reports._fetch import LOCAL_UI_URL, SweepRuns, Trial, client_for, load_sweep
+from reports._output import MANIFEST, report_files
 from reports._importance import Importance, infer_distribution, param_importance
 from reports._pareto import Front, dominates, non_dominated, pareto_front
 from reports._rank import Gain, Ranking, Row, gain_over_baseline, rank, relative_gain, val_test_comparison
@@ -21,6 +23,9 @@ __all__ = [
     "preload",
     "document",
     "load_sweep",
+    "report_files",
+    "MANIFEST",
+    "LOCAL_UI_URL",
     "client_for",
     "SweepRuns",
     "Trial",

@@ -1,34 +1,23 @@
-"""The leader in detail (confusion, per-class figures, score and cut scans, energy dependence, or residuals and
-resolution), and the learning curves and telemetry of the top trials against the baseline.
+"""The leader in detail (confusion, per-class figures, score distributions, ROC curves, cut scan, energy dependence;
+or residuals with bias and RMS, and the resolution against energy), and the learning curves and telemetry of the
+top trials against the baseline.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
-from reports import _detail, _plots
-from reports._fetch import fetch_artifact, fetch_histories, read_confusion
+from reports import _detail, _plots, _plots_detail
+from reports._fetch_extra import read_confusion
+from reports._gather import GPU_MEMORY_TOTAL, GPU_PLOTTED, STEP_TIME, TELEMETRY, Details
 from reports._rank import Ranking, short_id
-from reports._render import Section, fmt_param
+from reports._render import Section, Table, column_decimals, fmt, fmt_fixed, fmt_param
+from trainables.contract import Artifact, metric_key
 
-TOP_CURVES = 5  # learning curves of the top 5 against the baseline: more lines stop being readable
-TELEMETRY = ("perf/samples_per_s", "perf/data_wait_frac", "sys/rss_gb", "sys/cpu_pct")
-GPU_TELEMETRY = ("sys/gpu_mem_peak_gb", "sys/gpu_util_pct", "sys/gpu_fragmentation", "sys/gpu_power_w")
-
-
-def _artifact(ranking: Ranking, run_id: str, filename: str, tmp: Path) -> tuple[Path | None, str]:
-    """The test-split artifact of a final trial, else the validation one; and which split it is."""
-    for split in ("test", "val"):
-        path = fetch_artifact(ranking.sweep.tracking_uri, run_id, split, filename, tmp / split)
-        if path is not None:
-            return path, split
-    return None, ""
+SPLIT_TEXT = {"test": "test", "val": "validation"}
 
 
-def best_trial_section(ranking: Ranking) -> Section:
+def best_trial_section(ranking: Ranking, details: Details) -> Section:
     leader = ranking.leader
     if leader is None:
         return Section("Best trial in detail", ["No trial has an objective value yet."], "best")
@@ -37,50 +26,72 @@ def best_trial_section(ranking: Ranking) -> Section:
     blocks = [f"**{t.run_name}** (run `{t.run_id}`), params: {shown}"
               + (f" (inactive under their `when`, so not shown: {', '.join(sorted(t.inactive))})" if t.inactive
                  else "")]
-    with tempfile.TemporaryDirectory(prefix="scanner-report-") as tmp:
-        if ranking.sweep.task == "classification":
-            blocks += _classification_blocks(ranking, Path(tmp))
-        else:
-            blocks += _regression_blocks(ranking, Path(tmp))
+    if ranking.sweep.task == "classification":
+        blocks += _classification_blocks(ranking, details)
+    else:
+        blocks += _regression_blocks(ranking, details)
     return Section("Best trial in detail", blocks, "best")
 
 
-def _classification_blocks(ranking: Ranking, tmp: Path) -> list:
+def _classification_blocks(ranking: Ranking, details: Details) -> list:
     t, at, names = ranking.leader.trial, ranking.at, ranking.sweep.class_names
+    split = SPLIT_TEXT.get(details.leader_split, details.leader_split)
     blocks: list = []
-    path, split = _artifact(ranking, t.run_id, "confusion.json", tmp)
+    path = details.leader_file(ranking, Artifact.CONFUSION)
     if path is not None:
         conf = read_confusion(path)
         cnames = conf["class_names"] or names
         blocks += [f"Confusion matrix of the {split} split.",
-                   _plots.confusion_plot(np.asarray(conf["counts"], dtype=float), cnames)]
+                   _plots_detail.confusion_plot(np.asarray(conf["counts"], dtype=float), cnames)]
     else:
         blocks.append("No confusion.json artifact on this run.")
     if names:
         blocks += _per_class_blocks(t, names, at)
-    path, split = _artifact(ranking, t.run_id, "predictions.h5", tmp)
+    path = details.leader_file(ranking, Artifact.PREDICTIONS)
     if path is None:
-        return blocks + ["No predictions.h5 artifact: score, cut and energy figures are absent."]
+        return blocks + ["No predictions.h5 artifact: score, ROC, cut and energy figures are absent."]
     pred = _detail.read_predictions(path)
     if pred.kind != "classification":
         return blocks + ["predictions.h5 holds regression outputs in a classification sweep: skipped."]
     signal = _detail.signal_class(pred.names)
-    blocks += [f"From predictions.h5 of the {split} split ({len(pred.label)} events); signal class for the cut "
-               f"scan: **{pred.names[signal]}**.",
-               _plots.score_distributions(pred),
-               _plots.cut_scan_plot(_detail.cut_scan(pred, signal), pred.names[signal])]
-    for energy_name in [k for k in pred.truth if "energy" in k.lower()]:
-        binned = _detail.binned_eff_purity(pred, pred.truth[energy_name])
-        blocks.append(_plots.energy_plot(binned, pred.names, energy_name))
-    if not any("energy" in k.lower() for k in pred.truth):
+    curves = [(name, _detail.roc_curve(pred, c)) for c, name in enumerate(pred.names) if (pred.label == c).any()]
+    blocks += [f"From predictions.h5 of the {split} split ({pred.n} events"
+               + (", weighted" if pred.weights is not None else "") + f"); signal class for the cut scan: "
+               f"**{pred.names[signal]}**.",
+               _plots_detail.score_distributions(pred),
+               _plots_detail.roc_plot(curves, split),
+               _plots_detail.cut_scan_plot(_detail.cut_scan(pred, signal), pred.names[signal])]
+    energies = [k for k in pred.truth if "energy" in k.lower()]
+    for energy_name in energies:
+        blocks += _energy_blocks(pred, energy_name)
+    if not energies:
         blocks.append("predictions.h5 has no true energy: the figures against energy are absent.")
-    return blocks
+    return [b for b in blocks if b is not None]
+
+
+def _energy_blocks(pred: _detail.Predictions, energy_name: str) -> list:
+    """Against a lepton energy, only the classes with a visible lepton, and only their events: a neutral-current
+    event's "lepton" is the outgoing neutrino, which the detector never sees."""
+    shown = list(range(len(pred.names)))
+    keep, note = None, ""
+    if _detail.is_lepton_variable(energy_name):
+        visible = [c for c in shown if _detail.has_visible_lepton(pred.names[c])]
+        hidden = [pred.names[c] for c in shown if c not in visible]
+        if not visible:
+            return [f"No class has a visible lepton (neutral current: {', '.join(hidden)}): nothing is plotted "
+                    f"against {energy_name}."]
+        shown, keep = visible, np.isin(pred.label, visible)
+        if hidden:
+            note = (f"{', '.join(hidden)} left out (neutral current: the outgoing lepton is an invisible "
+                    "neutrino); only events of classes with a visible lepton.")
+    binned = _detail.binned_eff_purity(pred, pred.truth[energy_name], keep)
+    return [_plots_detail.energy_plot(binned, pred.names, shown, energy_name, note)]
 
 
 def _per_class_blocks(t, names: list[str], at: str) -> list:
     """Per-class efficiency and purity on the test split when the trial was a final (as the confusion matrix),
     else on validation."""
-    keys = [f"val/{kind}/{c}" for kind in ("efficiency", "purity") for c in names]
+    keys = [f"val/{kind}/{metric_key(c)}" for kind in ("efficiency", "purity") for c in names]
     if all(t.test_value(k) is not None for k in keys):
         get, split = (lambda k: t.test_value(k)), "test"
     else:
@@ -90,12 +101,12 @@ def _per_class_blocks(t, names: list[str], at: str) -> list:
         return []
     errs = [get(k + "_err") or 0 for k in keys]
     n = len(names)
-    return [_plots.per_class_plot(names, values[:n], errs[:n], values[n:], errs[n:], split)]
+    return [_plots_detail.per_class_plot(names, values[:n], errs[:n], values[n:], errs[n:], split)]
 
 
-def _regression_blocks(ranking: Ranking, tmp: Path) -> list:
-    t = ranking.leader.trial
-    path, split = _artifact(ranking, t.run_id, "predictions.h5", tmp)
+def _regression_blocks(ranking: Ranking, details: Details) -> list:
+    path = details.leader_file(ranking, Artifact.PREDICTIONS)
+    split = details.leader_split
     if path is None:
         return ["No predictions.h5 artifact: residual and resolution figures are absent."]
     pred = _detail.read_predictions(path)
@@ -103,58 +114,100 @@ def _regression_blocks(ranking: Ranking, tmp: Path) -> list:
         return ["predictions.h5 holds classification outputs in a regression sweep: skipped."]
     angle = _detail.opening_angle_deg(pred)
     res = _detail.residuals(pred)
-    blocks: list = [f"From predictions.h5 of the {split} split ({len(pred.target)} events).",
-                    _plots.residual_plot(res, angle)]
+    blocks: list = [f"From predictions.h5 of the {SPLIT_TEXT.get(split, split)} split ({pred.n} events"
+                    + (", weighted" if pred.weights is not None else "") + ").",
+                    _plots_detail.residual_plot(res, angle, pred.weights), _bias_rms_table(pred, res)]
     energies = [k for k in pred.truth if "energy" in k.lower()]
+    reference = ranking.sweep.reference(split, "val/resolution68_deg")
     for energy_name in energies[:1]:  # the resolution against the first energy the truth has (e.g. energy)
         if angle is not None:
-            values, what = angle, "opening angle [deg]"
+            values, what, ref = angle, "opening angle [deg]", reference
         else:
             first = pred.names[0]
-            values, what = np.abs(res[first]), f"|{first} residual|"
-        blocks.append(_plots.resolution_plot(_detail.binned_resolution(values, pred.truth[energy_name]), what,
-                                             energy_name))
+            values, what, ref = np.abs(res[first]), f"|{first} residual|", None
+        blocks.append(_plots_detail.resolution_plot(_detail.binned_resolution(values, pred.truth[energy_name],
+                                                                              pred.weights), what, energy_name, ref))
     if not energies:
         blocks.append("predictions.h5 has no true energy: the resolution against energy is absent.")
     return blocks
 
 
-def _curve_trials(ranking: Ranking) -> list:
-    rows = ranking.top(TOP_CURVES)
-    base = ranking.baseline
-    if base is not None and base not in rows:
-        rows = rows + [base]
-    return rows
+def _bias_rms_table(pred: _detail.Predictions, res: dict) -> Table:
+    stats = _detail.bias_rms(pred, res)
+    rows = []
+    for name, (bias, bias_err, rms, rms_err) in stats.items():
+        decimals = column_decimals([bias, rms], [bias_err, rms_err])
+        rows.append([name, fmt_fixed(bias, decimals, bias_err), fmt_fixed(rms, decimals, rms_err)])
+    return Table(["target", "bias (mean residual) ± 1σ", "RMS about the bias ± 1σ"], rows, [], "bias-rms")
 
 
 def _label(r) -> str:
     return short_id(r.trial)  # the full names are in the ranking table; in a legend they cover the curves
 
 
-def curves_and_telemetry_sections(ranking: Ranking) -> list[Section]:
-    rows = _curve_trials(ranking)
-    if not rows:
+def _series(details: Details, key: str) -> dict:
+    return {_label(r): details.histories[r.trial.run_id][key] for r in details.curve_rows
+            if key in details.histories.get(r.trial.run_id, {})}
+
+
+def curves_and_telemetry_sections(ranking: Ranking, details: Details) -> list[Section]:
+    if not details.curve_rows:
         return [Section("Learning curves", ["No trial has logged an epoch yet."], "curves")]
     objective = ranking.sweep.objective
-    keys = ["train/loss", "val/loss", objective, "train/lr", *TELEMETRY, *GPU_TELEMETRY]
-    keys = list(dict.fromkeys(keys))
-    hist = fetch_histories(ranking.sweep.tracking_uri, [r.trial.run_id for r in rows], keys)
-
-    def series(key):
-        return {_label(r): hist[r.trial.run_id][key] for r in rows if key in hist[r.trial.run_id]}
-
     curves = _plots.curves_plot(
         "curves", "Learning curves: top trials and the baseline (dashed)",
-        [("train/loss", series("train/loss")), ("val/loss", series("val/loss")), (objective, series(objective)),
-         ("train/lr", series("train/lr"))], "Per epoch, from the MLflow metric history; trial ids as in the ranking table. A learning rate of 0 (the "
+        [(k, _series(details, k)) for k in ("train/loss", "val/loss", objective, "train/lr")],
+        "Per epoch, from the MLflow metric history; trial ids as in the ranking table. A learning rate of 0 (the "
         "end of a cosine schedule) cannot sit on the log axis and is not drawn.")
-    telemetry = _plots.curves_plot("telemetry", "Telemetry: throughput, data wait, memory, CPU",
-                                   [(k, series(k)) for k in TELEMETRY], "Per epoch; events/s is training throughput; trial ids as in the ranking table.")
-    gpu = _plots.curves_plot("telemetry_gpu", "GPU telemetry", [(k, series(k)) for k in GPU_TELEMETRY],
-                             "From torch.cuda memory stats and NVML.")
     sections = [Section("Learning curves", [curves] if curves else ["No metric history."], "curves")]
-    blocks = [b for b in (telemetry, gpu) if b is not None]
-    if gpu is None:
-        blocks.append("GPU telemetry: n/a — no GPU metric was logged (these trials ran on CPU).")
+    telemetry = _plots.curves_plot("telemetry", "Telemetry: throughput, data wait, memory, CPU",
+                                   [(k, _series(details, k)) for k in TELEMETRY],
+                                   "Per epoch; events/s is training throughput; trial ids as in the ranking table.")
+    blocks: list = [b for b in (telemetry, _step_time_table(details)) if b is not None]
+    blocks += _gpu_blocks(details)
     sections.append(Section("Telemetry", blocks, "telemetry"))
     return sections
+
+
+def _last(details: Details, run_id: str, key: str, how=max) -> float | None:
+    points = details.histories.get(run_id, {}).get(key)
+    return how(v for _, v in points) if points else None
+
+
+def _step_time_table(details: Details) -> Table | None:
+    rows = []
+    for r in details.curve_rows:
+        p50, p95 = (r.trial.value(k, "last") for k in STEP_TIME)
+        if p50 is not None or p95 is not None:
+            rows.append([_label(r), fmt(p50), fmt(p95)])
+    return Table(["trial", "step time p50 [ms]", "step time p95 [ms]"], rows, [], "step-time") if rows else None
+
+
+def _gpu_blocks(details: Details) -> list:
+    """Peak reserved memory against the device, allocator retries and OOMs, processes sharing the device."""
+    gpu_rows = [r for r in details.curve_rows if any(k in r.trial.metrics for k in GPU_PLOTTED)]
+    if not gpu_rows:
+        return ["GPU telemetry: n/a: CPU trials (no GPU metric was logged)."]
+    rows = []
+    for r in gpu_rows:
+        rid = r.trial.run_id
+        peak, total = _last(details, rid, "sys/gpu_mem_peak_reserved_gb"), _last(details, rid, GPU_MEMORY_TOTAL)
+        share = f"{fmt(peak)} of {fmt(total)} ({100 * peak / total:.0f} %)" if peak is not None and total else \
+            f"{fmt(peak)} (device total not logged)"
+        rows.append([_label(r), share, fmt(_last(details, rid, "sys/gpu_alloc_retries", sum)),
+                     fmt(_last(details, rid, "sys/gpu_ooms", sum)), fmt(_last(details, rid, "sys/gpu_procs_sharing")),
+                     fmt(_last(details, rid, "sys/gpu_proc_mem_gb")), fmt(_last(details, rid, "sys/gpu_proc_util_pct"))])
+    table = Table(["trial", "peak reserved [GB] of the device", "alloc retries (all epochs)", "OOMs (all epochs)",
+                   "processes sharing (max)", "own GPU memory [GB] (max)", "own SM share [%] (max)"], rows, [],
+                  "gpu")
+    totals = [v for v in (_last(details, r.trial.run_id, GPU_MEMORY_TOTAL) for r in gpu_rows) if v is not None]
+    hlines = {"sys/gpu_mem_peak_reserved_gb": (max(totals), "device total")} if totals else None
+    figure = _plots.curves_plot("telemetry_gpu", "GPU telemetry", [(k, _series(details, k)) for k in GPU_PLOTTED],
+                                "From torch.cuda memory stats and NVML, per epoch; dashed: the device's total memory. "
+                                "A retry means cudaMalloc failed and the cache was flushed: the early warning of an "
+                                "out-of-memory error.", hlines)
+    text = ("GPU memory and sharing per trial. With several trials on one device (`gpu: 0.5`) the device-wide "
+            "figures mix them; the own-process figures (NVML, matched by PID) do not. 'n/a': not logged.")
+    if not all(GPU_MEMORY_TOTAL in r.trial.metrics for r in gpu_rows):
+        text += f" The device's total memory is read from `{GPU_MEMORY_TOTAL}`; these trials did not log it."
+    return [b for b in (text, table, figure) if b is not None]

@@ -1,31 +1,45 @@
 """``build_report``: fetch a sweep, rank it, draw it, write index.html + report.md + ranking.csv, log it to MLflow.
 
-The report is written into a temporary folder beside ``out_dir`` and moved into place at the end, so a failure
-never leaves half a report where the previous one was.
+The phases are timed apart (``phases``: fetch, rank, fetch_details, plots, write), so a benchmark shows the slow one.
+Everything is rendered in memory first; then ``_output.write_files`` puts the files into ``out_dir`` beside what is
+there (a manifest says which files are the report's; a user's file is never replaced). Nothing here changes the
+process for good: MLflow's progress bars and Optuna's log level are restored afterwards.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+from reports import _lead
 from reports._best import best_trial_section, curves_and_telemetry_sections
-from reports._fetch import SweepRuns, load_sweep, log_report_to_parent
+from reports._fetch import LOCAL_UI_URL, SweepRuns, load_sweep
+from reports._fetch_extra import log_report_to_parent
+from reports._gather import Details, fetch_details
+from reports._mlflow_compat import quiet_mlflow
+from reports._output import write_files
 from reports._rank import Ranking, gain_over_baseline, rank
-from reports._render import Document, Section, fmt, fmt_delta, write_html, write_markdown
-from reports._sections import (AT_TEXT, gain_section, importance_section, pareto_section, ranking_section, short,
+from reports._render import Document, Section, fmt, fmt_delta, render_html, render_markdown
+from reports._sections import (AT_TEXT, gain_section, importance_section, pareto_section, ranking_section,
                                val_test_section)
+from reports._systematics import systematics_section
 from reports.errors import ReportInputError
+
+AT_CHOICES = ("best", "last")
 
 
 def build_report(sweep_name: str, tracking_uri: str, out_dir: Path, at: str = "best",
-                 log_to_parent: bool = True) -> Path:
+                 log_to_parent: bool = True, ui_url: str = LOCAL_UI_URL) -> Path:
     """Write the report of ``sweep_name`` into ``out_dir``; returns the path of ``index.html``."""
-    if at not in ("best", "last"):
+    if at not in AT_CHOICES:
         raise ReportInputError(f"--at must be 'best' or 'last', not '{at}'")
-    return write_report(load_sweep(sweep_name, tracking_uri), out_dir, at, log_to_parent)
+    with quiet_mlflow():
+        sweep = load_sweep(sweep_name, tracking_uri, ui_url=ui_url)
+    return write_report(sweep, out_dir, at, log_to_parent)
 
 
 def preload() -> None:
@@ -38,44 +52,62 @@ def preload() -> None:
     load_importance_module()
 
 
-def write_report(sweep: SweepRuns, out_dir: Path, at: str = "best", log_to_parent: bool = True) -> Path:
-    """The same from an already fetched sweep (the CLI fetches once to also say whether it is running)."""
-    ranking = rank(sweep, at)
-    doc = document(ranking)
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+@contextmanager
+def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
     try:
-        ranking.table.to_csv(tmp / "ranking.csv", index=False)
-        write_markdown(doc, tmp / "report.md")
-        write_html(doc, tmp / "index.html")
-        _replace_dir(tmp, out_dir)
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if log_to_parent:
-        log_report_to_parent(sweep, out_dir)
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+
+
+def write_report(sweep: SweepRuns, out_dir: Path, at: str = "best", log_to_parent: bool = True,
+                 phases: dict[str, float] | None = None) -> Path:
+    """The same from an already fetched sweep (the CLI fetches once to also say whether it is running).
+
+    ``phases``, when given, receives the seconds spent in rank, fetch_details, plots and write."""
+    phases = {} if phases is None else phases
+    out_dir = Path(out_dir).resolve()
+    with quiet_mlflow():
+        with _phase(phases, "rank"):
+            ranking = rank(sweep, at)
+        with tempfile.TemporaryDirectory(prefix="scanner-report-") as tmp:
+            with _phase(phases, "fetch_details"):
+                details = fetch_details(ranking, Path(tmp))
+            with _phase(phases, "plots"):
+                doc = document(ranking, details)
+        with _phase(phases, "write"):
+            written = write_files(out_dir, render_files(ranking, doc))
+        if log_to_parent:
+            log_report_to_parent(sweep, out_dir, written)
     return out_dir / "index.html"
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{_dt.datetime.now():%Y%m%d%H%M%S%f}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def render_files(ranking: Ranking, doc: Document) -> dict[str, bytes]:
+    """{relative path: content} of the report: index.html, report.md with its figures, ranking.csv."""
+    markdown, figures = render_markdown(doc)
+    files = {"index.html": render_html(doc).encode("utf-8"), "report.md": markdown.encode("utf-8")}
+    files["ranking.csv"] = ranking.table.to_csv(index=False).encode("utf-8")
+    files.update(figures)
+    return files
 
 
-def document(ranking: Ranking) -> Document:
+def document(ranking: Ranking, details: Details | None = None) -> Document:
+    """The report's sections; ``details`` (histories, artifacts) are fetched here when not given."""
+    if details is None:
+        with tempfile.TemporaryDirectory(prefix="scanner-report-") as tmp, quiet_mlflow():
+            return document(ranking, fetch_details(ranking, Path(tmp)))
     sweep = ranking.sweep
+    analysis = _lead.analyse_lead(ranking, details.test_predictions) if ranking.ranked else None
     sections: list[Section | None] = [ranking_section(ranking)]
     if ranking.ranked:
-        sections += [val_test_section(ranking), gain_section(ranking), pareto_section(ranking),
-                     importance_section(ranking), best_trial_section(ranking)]
-        sections += curves_and_telemetry_sections(ranking)
+        sections += [val_test_section(ranking), _lead.lead_section(ranking, analysis), gain_section(ranking),
+                     systematics_section(ranking), pareto_section(ranking), importance_section(ranking),
+                     best_trial_section(ranking, details)]
+        sections += curves_and_telemetry_sections(ranking, details)
     title = f"Sweep report: {sweep.name}"
-    return Document(title, summary_lines(ranking), banner(sweep, ranking), [s for s in sections if s is not None])
+    return Document(title, summary_lines(ranking, analysis), banner(sweep, ranking),
+                    [s for s in sections if s is not None])
 
 
 def banner(sweep: SweepRuns, ranking: Ranking) -> str:
@@ -93,34 +125,67 @@ def banner(sweep: SweepRuns, ranking: Ranking) -> str:
     return " ".join(lines)
 
 
-def summary_lines(ranking: Ranking) -> list[str]:
+def _counts_line(ranking: Ranking) -> str:
     sweep = ranking.sweep
     counts = {s: sum(t.status == s for t in sweep.trials) for s in ("completed", "stopped_early", "failed", "running")}
+    replicas = f" (+ {len(sweep.replicas)} seed replicas of the finalists, not ranked)" if sweep.replicas else ""
+    return (f"Trials: {len(sweep.trials)}{replicas} — "
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
+            + f". Sweep status: {'running' if sweep.running else sweep.parent_status}.")
+
+
+def summary_lines(ranking: Ranking, analysis: _lead.LeadAnalysis | None = None) -> list[str]:
+    sweep = ranking.sweep
     lines = [
-        f"Objective: **{sweep.objective}** ({sweep.mode}), task {sweep.task}, scored {AT_TEXT[ranking.at]}.",
-        f"Trials: {len(sweep.trials)} — " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
-        + f". Sweep status: {'running' if sweep.running else sweep.parent_status}.",
+        f"Objective: **{sweep.pretty(sweep.objective)}** ({sweep.mode}), task {sweep.task}, scored "
+        f"{AT_TEXT[ranking.at]}.",
+        _counts_line(ranking),
         f"Store: `{sweep.tracking_uri}`, experiment {sweep.experiment_id}; generated "
         f"{_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
     ]
     leader = ranking.leader
     if leader is None:
         return lines
-    t = leader.trial
+    t, objective = leader.trial, sweep.pretty(sweep.objective)
     test = t.test_value(sweep.objective)
+    head = []
     if test is not None:
-        lines.insert(0, f"**Best trial {t.run_name}: test {short(sweep.objective)} = "
-                        f"{fmt(test, t.test_value(sweep.objective + '_err'))}** "
-                        f"(validation {fmt(leader.objective, leader.objective_err)}).")
+        head.append(f"**Best trial {t.label} ({t.run_name}): test {objective} = "
+                    f"{fmt(test, t.test_value(sweep.objective + '_err'))}** "
+                    f"(validation {fmt(leader.objective, leader.objective_err)}).")
     else:
-        lines.insert(0, f"**Best trial {t.run_name}: validation {short(sweep.objective)} = "
-                        f"{fmt(leader.objective, leader.objective_err)}** (no test figure logged yet).")
-    tied = [r.trial.run_name for r in ranking.ranked[1:] if r.tied]
+        head.append(f"**Best trial {t.label} ({t.run_name}): validation {objective} = "
+                    f"{fmt(leader.objective, leader.objective_err)}** (no test figure logged yet).")
+    head += [line for line in (_lead.headline(analysis, sweep.pretty), reference_line(ranking)) if line]
+    tied = [r.trial.label for r in ranking.ranked[1:] if r.tied]
     if tied:
-        lines.insert(1, f"Within 1σ of the leader (statistically tied): {', '.join(tied)}.")
+        head.append(f"Within 1σ of the leader on validation (statistically tied): {', '.join(tied)}.")
     gain = gain_over_baseline(ranking)
     if gain is not None:
         rel = "" if gain.relative is None else f", {gain.relative_label} {100 * gain.relative:.1f} %"
-        delta = fmt_delta(gain.delta, gain.delta_err)
-        lines.insert(1, f"Gain over the baseline ({gain.split}): Δ{short(gain.metric)} = {delta}{rel}.")
-    return lines
+        head.append(f"Gain over the baseline ({gain.split}): Δ{objective} = {fmt_delta(gain.delta, gain.delta_err)}"
+                    f"{rel}.")
+    return head + lines
+
+
+def reference_line(ranking: Ranking) -> str | None:
+    """The leader against the trivial reference predictor, on test when both have it, else on validation; says
+    plainly when the leader is not better than it (within the combined 1σ)."""
+    sweep, leader = ranking.sweep, ranking.leader
+    name = sweep.objective
+    split = "test" if sweep.reference("test", name) is not None and leader.trial.test_value(name) is not None \
+        else "val"
+    ref = sweep.reference(split, name)
+    if ref is None:
+        return None
+    value = leader.trial.test_value(name) if split == "test" else leader.objective
+    err = leader.trial.test_value(name + "_err") if split == "test" else leader.objective_err
+    sigma = ((err or 0.0) ** 2 + (sweep.reference(split, name + "_err") or 0.0) ** 2) ** 0.5
+    better_by = (value - ref) if sweep.mode == "max" else (ref - value)
+    where = "test" if split == "test" else "validation"
+    if better_by <= sigma:
+        return (f"**The leader is not better than the reference predictor**: {where} "
+                f"{sweep.pretty(name)} {fmt(value, err)} against {fmt(ref)} for the trivial predictor (majority "
+                "class, mean target or mean direction): the trials have learned nothing it does not know.")
+    return (f"Reference predictor ({where}): {sweep.pretty(name)} = {fmt(ref)}; the leader is better by "
+            f"{fmt(better_by, sigma or None)}.")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from reports._rank import Ranking
 
+MIN_TRIALS_FOR_IMPORTANCE = 10  # below this the report says the importances are mostly noise
 FEW_VALUES = 4  # up to this many distinct numbers is a choice list (e.g. ema_decay), not a range
 LOG_SPAN = 100.0  # a positive range wider than this is sampled log-uniform (learning rates, weight decay)
 
@@ -23,6 +24,10 @@ class Importance:
     objective: list[float]
     conditional: list[str] = field(default_factory=list)  # inactive in some trials: left out of the importance
     log: set[str] = field(default_factory=set)  # sampled log-uniform (from space.yaml): log axis in the plots
+
+    @property
+    def trials(self) -> int:
+        return len(self.objective)
 
 
 def infer_distribution(values: list[str]):
@@ -55,7 +60,8 @@ def param_importance(ranking: Ranking) -> Importance:
     names = [p for p in ranking.varied if any(r.trial.param(p) is not None for r in done)]
     params = {p: [r.trial.param(p) for r in done] for p in names}
     objective = [r.objective for r in done]
-    conditional = [p for p in names if any(p in r.trial.inactive for r in done)]
+    # Inactive under a `when` (space.yaml), or absent from some runs (a store logs only what each trial ran).
+    conditional = [p for p in names if any(p in r.trial.inactive or p not in r.trial.params for r in done)]
     names = [p for p in names if p not in conditional and len(set(params[p])) > 1 and None not in params[p]]
     if len(done) < 2:
         return Importance({}, f"needs at least 2 completed trials with an objective value; this sweep has {len(done)}",
@@ -82,13 +88,17 @@ def _optuna_importance(names, params, objective, mode) -> dict[str, float]:
 
     importance = load_importance_module()
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions, converted = {}, {}
-    for p in names:
-        distributions[p], converted[p] = infer_distribution(params[p])
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for i, value in enumerate(objective):
-        trial_params = {p: converted[p][i] for p in names}
-        study.add_trial(optuna.trial.create_trial(params=trial_params, distributions=distributions, value=value))
-    importances = importance.get_param_importances(study)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line; the caller's level after
+    try:
+        distributions, converted = {}, {}
+        for p in names:
+            distributions[p], converted[p] = infer_distribution(params[p])
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+        study.add_trials([optuna.trial.create_trial(params={p: converted[p][i] for p in names},
+                                                    distributions=distributions, value=value)
+                          for i, value in enumerate(objective)])
+        importances = importance.get_param_importances(study)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return dict(sorted(importances.items(), key=lambda kv: -kv[1]))

@@ -1,9 +1,15 @@
 """Rank the trials of a sweep by its objective, mark statistical ties with the leader, compare with the baseline.
 
-Ties: a trial is tied with the leader when ``|x_trial - x_leader| <= sqrt(s_leader**2 + s_trial**2)``, with ``s`` the
-logged 1-sigma error (``<metric>_err``) of each. The two estimates come from independent trainings evaluated on the
-same validation events, so the combined sigma overstates the spread of the difference a little: the tie mark errs
-toward "cannot tell them apart", which is the honest side for a group meeting.
+Order: by the objective (best first); equal values by trial order (the t-number, the baseline t00 first), the rule
+the sweep's console uses, so its "best" line, ``best-of:`` and the report name the same trial. Failed trials are not
+ranked (as on the console), nor are trials without an objective value; they follow, in run order.
+
+Ties: a trial is tied with the leader when ``|x_trial - x_leader| <= sqrt(s_leader² + s_trial² + g_leader² + g_trial²)``,
+with ``s`` the logged 1-sigma error (``<metric>_err``) and ``g`` the training-seed spread of one run: the trial's own
+``seeds/test/<metric>_std`` when it has replicas, else the sweep's pooled seed spread (the root mean square of its
+finalists' spreads; 0 without replicas). The two estimates come from independent trainings evaluated on the same
+validation events, so the combined sigma overstates the spread of the difference a little: the tie mark errs toward
+"cannot tell them apart", which is the honest side for a group meeting.
 """
 
 from __future__ import annotations
@@ -14,17 +20,19 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports._fetch import SweepRuns, Trial
+from trainables.contract import Status, metric_key
 
 # Objectives that are fractions where 1 - x is an error rate (the gain is a relative error-rate reduction).
 FRACTION_METRICS = ("accuracy", "efficiency", "purity", "fom", "auc")
 
 
-@dataclass
+@dataclass(eq=False)  # rows are compared by identity: a field-wise == of two trials' metrics is slow and meaningless
 class Row:
-    rank: int | None  # None: no objective value (failed before its first validation)
+    rank: int | None  # None: not ranked (failed, or no objective value)
     trial: Trial
     objective: float | None
     objective_err: float | None
+    seed_sigma: float = 0.0  # the training-seed spread of one run (own replicas, else the sweep's pooled spread)
     tied: bool = False
     leader: bool = False
 
@@ -36,6 +44,7 @@ class Ranking:
     rows: list[Row]
     varied: list[str]
     physics: list[str]  # val/... names shown beside the objective
+    pooled_seed_sigma: float = 0.0
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
@@ -53,17 +62,15 @@ class Ranking:
     def top(self, n: int) -> list[Row]:
         return self.ranked[:n]
 
-
-SHORT_ID_CHARS = 10  # a run name's first word up to this long is its id (t07, t0123); longer ones are cut
+    def finalists(self) -> list[Row]:
+        """The trials evaluated on the test split (the baseline and the top trials), in ranking order."""
+        objective = self.sweep.objective
+        return [r for r in self.rows if r.trial.test_value(objective) is not None]
 
 
 def short_id(trial: Trial) -> str:
-    """``t07`` for ``t07 resnet34 focal lr=3e-3``, ``t00 (baseline)`` for the baseline: the plots' trial labels."""
-    words = trial.run_name.split()
-    first = words[0] if words else trial.run_id[:8]
-    if len(first) > SHORT_ID_CHARS:
-        first = first[: SHORT_ID_CHARS - 1] + "…"
-    return first + (" (baseline)" if trial.baseline else "")
+    """``t07``, ``t00 (baseline)``: the plots' trial labels."""
+    return trial.label + (" (baseline)" if trial.baseline else "")
 
 
 def err_of(trial: Trial, name: str, at: str) -> float | None:
@@ -71,14 +78,15 @@ def err_of(trial: Trial, name: str, at: str) -> float | None:
 
 
 def physics_metrics(sweep: SweepRuns) -> list[str]:
-    """The main physics figures shown beside the objective: per-class efficiency/purity, or resolution/bias/RMS."""
+    """The main physics figures shown beside the objective: per-class efficiency/purity, or resolution/bias/RMS.
+    Metric names use each class's metric key (``nue+CC`` -> ``nue_CC``); ``sweep.pretty`` shows the real name."""
     if sweep.task == "classification":
         names = ["val/accuracy"]
-        for c in sweep.class_names:
+        for c in map(metric_key, sweep.class_names):
             names += [f"val/efficiency/{c}", f"val/purity/{c}"]
     else:
         names = ["val/resolution68_deg"]
-        for t in sweep.target_names:
+        for t in map(metric_key, sweep.target_names):
             names += [f"val/bias/{t}", f"val/rms/{t}"]
     logged = set().union(*(t.metrics for t in sweep.trials)) if sweep.trials else set()
     present = [n for n in names if n in logged or f"best/{n}" in logged]
@@ -96,18 +104,33 @@ def varied_params(sweep: SweepRuns) -> list[str]:
     return [k for k in keys if len({t.params.get(k) for t in sweep.trials}) > 1]
 
 
+def pooled_seed_sigma(sweep: SweepRuns) -> float:
+    """Root mean square of the finalists' seed spreads of the objective (``seeds/test/<m>_std``); 0 without."""
+    stds = [t.split_value("seeds/test", sweep.objective + "_std") for t in sweep.trials]
+    stds = [s for s in stds if s is not None and math.isfinite(s)]
+    return math.sqrt(sum(s * s for s in stds) / len(stds)) if stds else 0.0
+
+
 def rank(sweep: SweepRuns, at: str = "best") -> Ranking:
-    """Every trial ordered by the objective (best first); trials without a value go last, in run order."""
+    """Every trial ordered by the objective (best first), ties of value broken by trial order; failed trials and
+    trials without a value go last, in run order."""
     if at not in ("best", "last"):
         raise ValueError(f"at must be 'best' or 'last', not {at!r}")
-    rows = [Row(None, t, t.value(sweep.objective, at), err_of(t, sweep.objective, at)) for t in sweep.trials]
-    scored = [r for r in rows if _finite(r.objective)]
-    unscored = [r for r in rows if not _finite(r.objective)]
-    scored.sort(key=lambda r: r.objective, reverse=sweep.mode == "max")
+    pooled = pooled_seed_sigma(sweep)
+    rows = []
+    for t in sweep.trials:
+        own = t.split_value("seeds/test", sweep.objective + "_std")
+        seed_sigma = own if own is not None and math.isfinite(own) else pooled
+        rows.append(Row(None, t, t.value(sweep.objective, at), err_of(t, sweep.objective, at), seed_sigma))
+    scored, unscored = [], []
+    for r in rows:
+        (scored if _finite(r.objective) and r.trial.status != Status.FAILED else unscored).append(r)
+    sign = -1.0 if sweep.mode == "max" else 1.0
+    scored.sort(key=lambda r: (sign * r.objective, r.trial.order))
     for i, r in enumerate(scored, start=1):
         r.rank = i
-    unscored.sort(key=lambda r: (r.trial.status != "failed", r.trial.run_name))
-    ranking = Ranking(sweep, at, scored + unscored, varied_params(sweep), physics_metrics(sweep))
+    unscored.sort(key=lambda r: (r.trial.status != Status.FAILED, r.trial.order))
+    ranking = Ranking(sweep, at, scored + unscored, varied_params(sweep), physics_metrics(sweep), pooled)
     mark_ties(ranking)
     ranking.table = ranking_table(ranking)
     return ranking
@@ -121,29 +144,33 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _finite_or_zero(x: float | None) -> float:
+    return x if x is not None and math.isfinite(x) else 0.0
+
+
+def tie_sigma(a: Row, b: Row) -> float:
+    return math.sqrt(_finite_or_zero(a.objective_err) ** 2 + _finite_or_zero(b.objective_err) ** 2
+                     + a.seed_sigma ** 2 + b.seed_sigma ** 2)
+
+
 def mark_ties(ranking: Ranking) -> None:
     leader = ranking.leader
     if leader is None:
         return
     leader.leader = True
-    sl = leader.objective_err or 0.0
     for r in ranking.ranked[1:]:
-        sigma = math.hypot(sl, r.objective_err or 0.0)
-        r.tied = abs(r.objective - leader.objective) <= sigma
+        r.tied = abs(r.objective - leader.objective) <= tie_sigma(leader, r)
 
 
 def ranking_table(ranking: Ranking) -> pd.DataFrame:
-    """The ranking as a flat table (the CSV): numbers are the MLflow values, unrounded."""
+    """The ranking as a flat table (the CSV): numbers are the MLflow values, unrounded; ``trial`` is the full run
+    name, ``label`` the short id that the HTML table shows."""
     sweep, at = ranking.sweep, ranking.at
     records = []
     for r in ranking.rows:
         t = r.trial
-        rec = {
-            "rank": r.rank,
-            "trial": t.run_name,
-            "baseline": t.baseline,
-            "tied_with_leader": r.tied or r.leader,
-        }
+        rec = {"rank": r.rank, "label": t.label, "trial": t.run_name, "baseline": t.baseline,
+               "tied_with_leader": r.tied or r.leader, "flags": ",".join(t.flags)}
         rec.update({f"param:{p}": _or_blank(t.param(p)) for p in ranking.varied})  # blank: inactive or absent
         rec[sweep.objective] = r.objective
         rec[sweep.objective + "_err"] = r.objective_err
@@ -197,7 +224,7 @@ def gain_over_baseline(ranking: Ranking) -> Gain | None:
     use_test = best.trial.test_value(sweep.objective) is not None and base.trial.test_value(sweep.objective) is not None
     pick = (lambda t, n: t.test_value(n)) if use_test else (lambda t, n: t.value(n, ranking.at))
     xb, x0 = pick(best.trial, sweep.objective), pick(base.trial, sweep.objective)
-    if xb is None or x0 is None:
+    if not _finite(xb) or not _finite(x0):
         return None
     relative, label = relative_gain(sweep.objective, sweep.mode, xb, x0)
     per_name = []

@@ -52,7 +52,7 @@ def test_report_files_and_every_embedded_image_decodes(built):
 def test_headline_is_the_test_figure_of_the_leader(built):
     html = built[1].read_text()
     leader = SPECS[1]
-    assert f"Best trial {leader.name}: test accuracy = {leader.test_acc:.3f} ± {leader.err:.3f}" in html
+    assert f"Best trial t01 ({leader.name}): test accuracy = {leader.test_acc:.3f} ± {leader.err:.3f}" in html
     assert "relative error-rate reduction" in html
 
 

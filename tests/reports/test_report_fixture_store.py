@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from fixtures_reports import fresh_store
 
 CLASSES = ["NC", "nueCC", "numuCC"]
 SWEEP = "lartpc-test"
@@ -106,7 +107,7 @@ def make_sweep(tmp_path: Path, name: str = SWEEP, specs=SPECS, also=True, parent
     from mlflow.tracking import MlflowClient
 
     local = uri is None
-    uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = uri or fresh_store(tmp_path)
     client = MlflowClient(uri)
     location = (tmp_path / "artifacts" / name).as_uri() if local else None  # a server proxies its own artifacts
     exp = client.create_experiment(name, artifact_location=location)

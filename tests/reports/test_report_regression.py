@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_reports import fresh_store
 
 from reports import build_report, gain_over_baseline, load_sweep, rank
 
@@ -24,7 +25,7 @@ def make_regression_sweep(tmp_path):
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     client = MlflowClient(uri)
     exp = client.create_experiment("dir", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(exp, run_name="dir", tags={
