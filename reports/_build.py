@@ -21,7 +21,7 @@ from reports._fetch import LOCAL_UI_URL, SweepRuns, load_sweep
 from reports._fetch_extra import log_report_to_parent
 from reports._gather import Details, fetch_details
 from reports._mlflow_compat import quiet_mlflow
-from reports._output import write_files
+from reports._output import check_folder, write_files
 from reports._rank import Ranking, gain_over_baseline, rank
 from reports._render import Document, Section, fmt, fmt_delta, render_html, render_markdown
 from reports._sections import (AT_TEXT, gain_section, importance_section, pareto_section, ranking_section,
@@ -30,6 +30,7 @@ from reports._systematics import systematics_section
 from reports.errors import ReportInputError
 
 AT_CHOICES = ("best", "last")
+MAIN_FILES = ("index.html", "report.md", "ranking.csv")
 
 
 def build_report(sweep_name: str, tracking_uri: str, out_dir: Path, at: str = "best",
@@ -68,6 +69,7 @@ def write_report(sweep: SweepRuns, out_dir: Path, at: str = "best", log_to_paren
     ``phases``, when given, receives the seconds spent in rank, fetch_details, plots and write."""
     phases = {} if phases is None else phases
     out_dir = Path(out_dir).resolve()
+    check_folder(out_dir, list(MAIN_FILES))  # a user's index.html: refuse before the work, not after
     with quiet_mlflow():
         with _phase(phases, "rank"):
             ranking = rank(sweep, at)
@@ -86,8 +88,9 @@ def write_report(sweep: SweepRuns, out_dir: Path, at: str = "best", log_to_paren
 def render_files(ranking: Ranking, doc: Document) -> dict[str, bytes]:
     """{relative path: content} of the report: index.html, report.md with its figures, ranking.csv."""
     markdown, figures = render_markdown(doc)
-    files = {"index.html": render_html(doc).encode("utf-8"), "report.md": markdown.encode("utf-8")}
-    files["ranking.csv"] = ranking.table.to_csv(index=False).encode("utf-8")
+    html, md, csv = MAIN_FILES
+    files = {html: render_html(doc).encode("utf-8"), md: markdown.encode("utf-8"),
+             csv: ranking.table.to_csv(index=False).encode("utf-8")}
     files.update(figures)
     return files
 

@@ -128,8 +128,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;font-size:.82em;margin:.6em 0}
-th,td{border:1px solid #ddd;padding:.25em .45em;text-align:right;white-space:nowrap}
-th{background:#f2f2f2;position:sticky;top:0}td.text{text-align:left;white-space:normal;max-width:24em}
+th,td{border:1px solid #ddd;padding:.2em .35em;text-align:right;white-space:nowrap}
+th{background:#f2f2f2;position:sticky;top:0;white-space:normal;vertical-align:bottom}td.text{text-align:left;white-space:normal;max-width:24em}
 td[title]{text-decoration:underline dotted;cursor:help}
 tr.leader td{background:#e3f4e3;font-weight:600}tr.tied td{background:#f1faf1}tr.baseline td{background:#eef}
 tr.reference td{background:#fbeaea;font-style:italic}tr.failed td{color:#a33}
@@ -144,8 +144,12 @@ window.addEventListener('load', function () {
   var ok = imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
   document.body.setAttribute('data-images-loaded', ok ? 'true' : 'false');
   document.body.setAttribute('data-image-count', String(imgs.length));
-  var t = document.getElementById('ranking');
-  if (t) { document.body.setAttribute('data-ranking-width', String(t.getBoundingClientRect().width)); }
+  var t = document.getElementById('ranking-table');
+  if (t) {  // the table's own width, even where its box scrolls sideways
+    var cells = t.rows.length ? t.rows[0].cells : [];
+    var right = cells.length ? cells[cells.length - 1].getBoundingClientRect().right : 0;
+    document.body.setAttribute('data-ranking-width', String(right - t.getBoundingClientRect().left));
+  }
 });
 """
 
@@ -170,7 +174,7 @@ def _html_table(t: Table) -> str:
         cls = t.row_classes[i] if i < len(t.row_classes) else ""
         cells = "".join(_cell_html(_cell(c)) for c in row)
         body.append(f'<tr class="{cls}">{cells}</tr>')
-    tid = f' id="{t.table_id}"' if t.table_id else ""
+    tid = f' id="{t.table_id}-table"' if t.table_id else ""  # "-table": the section's heading has the bare id
     return f'<div class="scroll"><table{tid}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 

@@ -22,8 +22,22 @@ MAX_FAILURES_LISTED = 20  # the rest are in ranking.csv
 THROUGHPUT = "perf/samples_per_s"
 
 
-def status_text(t) -> str:
-    return t.status.replace("_", " ")
+STATUS_SHORT = {"completed": "done", "stopped_early": "stopped", "failed": "failed", "running": "running"}
+ABBREVIATIONS = {"efficiency/": "eff. ", "purity/": "pur. "}  # column headers: the table must fit a laptop
+
+
+def status_cell(t) -> Cell:
+    """``done``, ``stopped``, ``failed`` (the reason as a tooltip, and under the table)."""
+    why = t.status.replace("_", " ") + (f": {t.failure}" if t.failure else "")
+    return Cell(STATUS_SHORT.get(t.status, t.status), title=why)
+
+
+def header(sweep, metric: str) -> str:
+    text = sweep.pretty(metric)
+    for long, abbreviation in ABBREVIATIONS.items():
+        if text.startswith(long):
+            return abbreviation + text[len(long):]
+    return text
 
 
 def row_class(r: Row) -> str:
@@ -65,6 +79,11 @@ class _Columns:
     def cell(self, name: str, value: float | None, err: float | None = None) -> str:
         return fmt_fixed(value, self.decimals[name], err)
 
+    def compact(self, name: str, value: float | None, err: float | None = None) -> Cell:
+        """The value alone, its error as a tooltip: six per-class columns with "± 0.010" would not fit."""
+        shown = err is not None and math.isfinite(err) and err > 0
+        return Cell(fmt_fixed(value, self.decimals[name]), title=f"± {fmt_err(err)}" if shown else "")
+
 
 def ranking_section(ranking: Ranking) -> Section:
     sweep, at = ranking.sweep, ranking.at
@@ -73,8 +92,9 @@ def ranking_section(ranking: Ranking) -> Section:
     gpu = any("sys/gpu_mem_peak_gb" in t.metrics for t in sweep.trials)
     speed = THROUGHPUT not in [a["metric"] for a in sweep.also]  # else it is already a column
     headers = ["rank", "trial"] + (["flags"] if flags else []) + ranking.varied
-    headers += [f"{sweep.pretty(sweep.objective)} ({sweep.mode})", "tie"] + [sweep.pretty(n) for n in ranking.physics]
-    headers += [sweep.pretty(a["metric"]) for a in sweep.also] + ["epochs", "status"] + (["events/s"] if speed else [])
+    headers += [f"{sweep.pretty(sweep.objective)} ({sweep.mode})", "tie"] + [header(sweep, n) for n in ranking.physics]
+    headers += [header(sweep, a["metric"]) for a in sweep.also] + ["epochs", "status"]
+    headers += ["events/s"] if speed else []
     headers += (["GPU peak [GB]"] if gpu else []) + ["MLflow"]
     rows, classes = [], []
     reference = _reference_row(ranking, cols, flags, int(gpu) + int(speed))
@@ -88,9 +108,9 @@ def ranking_section(ranking: Ranking) -> Section:
         row += [fmt_param(t.param(p)) for p in ranking.varied]
         row += [cols.cell(sweep.objective, r.objective, r.objective_err),
                 "leader" if r.leader else ("≈ tied" if r.tied else "")]
-        row += [cols.cell(n, t.value(n, at), err_of(t, n, at)) for n in ranking.physics]
+        row += [cols.compact(n, t.value(n, at), err_of(t, n, at)) for n in ranking.physics]
         row += [cols.cell(a["metric"], t.value(a["metric"], at)) for a in sweep.also]
-        row += [str(t.epochs if t.epochs is not None else "n/a"), Cell(status_text(t), title=t.failure)]
+        row += [str(t.epochs if t.epochs is not None else "n/a"), status_cell(t)]
         row += [fmt(t.value(THROUGHPUT, "last"))] if speed else []
         row += [fmt(t.value("sys/gpu_mem_peak_gb", "last"))] if gpu else []
         rows.append(row + [Cell("run", href=sweep.run_link(t.run_id))])
@@ -109,8 +129,9 @@ def _ranking_text(ranking: Ranking) -> list[str]:
              "replicas; a trial's own when it has replicas)" if ranking.pooled_seed_sigma else "")
     text = [
         f"Every trial ranked by **{sweep.pretty(sweep.objective)}** ({sweep.mode}) on the validation split, scored "
-        f"{AT_TEXT[ranking.at]}; equal values in trial order (t00 first). Physics figures are shown ± their 1σ error "
-        "(`_err`: Wilson for fractions, bootstrap for resolutions); '—': undefined at that epoch, 'n/a': not logged.",
+        f"{AT_TEXT[ranking.at]}; equal values in trial order (t00 first). The objective is shown ± its 1σ error; "
+        "hover a physics figure for its error (`_err`: Wilson for fractions, bootstrap for resolutions; all in "
+        "ranking.csv); eff. = efficiency, pur. = purity; '—': undefined at that epoch, 'n/a': not logged.",
         "**Tie rule**: a trial is marked '≈ tied' when |x − x_leader| ≤ the combined 1σ of both (their logged errors"
         f"{seeds}); these trials cannot be told apart from the leader. Hover a trial id for its full run name "
         "(also in ranking.csv). Throughput (events/s) is the last epoch's.",
@@ -140,7 +161,7 @@ def _reference_row(ranking: Ranking, cols: _Columns, flags: bool, extra: int) ->
     row = ["", Cell("reference", title="the trivial predictor, fitted on the training split")]
     row += [""] * (int(flags) + len(ranking.varied))
     row += [cols.cell(sweep.objective, value, sweep.reference("val", sweep.objective + "_err")), ""]
-    row += [cols.cell(n, sweep.reference("val", n), sweep.reference("val", n + "_err")) for n in ranking.physics]
+    row += [cols.compact(n, sweep.reference("val", n), sweep.reference("val", n + "_err")) for n in ranking.physics]
     row += [""] * (len(sweep.also) + 2 + extra + 1)  # also, epochs, status, (events/s, GPU), MLflow
     return row
 

@@ -14,6 +14,7 @@ from fixtures_reports import fresh_store
 from reports import build_report, gain_over_baseline, load_sweep, rank
 
 TARGETS = ["dx", "dy", "dz"]
+REFERENCE_DEG = 18.6  # the mean-direction predictor on validation
 TRIALS = [  # name, baseline, resolution per epoch, its error
     ("t00 baseline resnet18 lr=1e-3", True, [30.0, 22.0], 0.8),
     ("t01 resnet34 lr=3e-3", False, [25.0, 15.0], 0.6),
@@ -31,6 +32,7 @@ def make_regression_sweep(tmp_path):
     parent = client.create_run(exp, run_name="dir", tags={
         "scan.role": "parent", "scan.objective": "val/resolution68_deg", "scan.objective_mode": "min",
         "scan.task": "regression", "scan.status": "finished", "scan.target_names": json.dumps(TARGETS)})
+    client.log_batch(parent.info.run_id, metrics=[Metric("ref/val/resolution68_deg", REFERENCE_DEG, 0, 0)])
     ids = {}
     for i, (name, baseline, res, err) in enumerate(TRIALS):
         run = client.create_run(exp, run_name=name, tags={
@@ -78,3 +80,23 @@ def test_regression_sweep_ranks_min_first_and_draws_residuals(tmp_path):
     assert table["val/bias/dz"].tolist() == pytest.approx([0.03 * 15.0, 0.03 * 16.0, 0.03 * 22.0])
     assert "GPU telemetry: n/a" in html
     assert re.search(r"resolution68_deg \(min\)", html)
+
+
+def test_reference_and_bias_rms_with_errors(tmp_path):
+    from reports._best import best_trial_section
+    from reports._gather import fetch_details
+    from reports._sections import ranking_section
+
+    uri, _ = make_regression_sweep(tmp_path)
+    ranking = rank(load_sweep("dir", uri), "best")
+    best = best_trial_section(ranking, fetch_details(ranking, tmp_path / "dl"))
+    figure = next(b for b in best.blocks if getattr(b, "key", "") == "resolution_vs_energy")
+    assert figure.meta["reference"] == REFERENCE_DEG  # the reference line on the resolution plot
+    table = next(b for b in best.blocks if getattr(b, "table_id", "") == "bias-rms")
+    assert [row[0] for row in table.rows] == TARGETS
+    for row in table.rows:  # bias ± err, RMS ± err, to the same decimal place as their errors
+        for cell in row[1:]:
+            value, err = cell.split(" ± ")
+            assert len(value.split(".")[-1]) == len(err.split(".")[-1]) and float(err) > 0
+    ranking_figure = next(b for b in ranking_section(ranking).blocks if getattr(b, "key", "") == "ranking")
+    assert ranking_figure.meta["reference"] == REFERENCE_DEG

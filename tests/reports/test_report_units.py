@@ -1,0 +1,175 @@
+"""Report rules on sweeps built in memory (no store): ordering and ties, the reference headline, the importance
+caveat, column digits, and the physics recomputed from predictions (weights, φ wrap, bias/RMS errors, lepton
+energy, readable tick labels)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from reports import _detail, rank
+from reports._build import reference_line
+from reports._fetch import SweepRuns, Trial
+from reports._plots_detail import score_distributions
+from reports._render import column_decimals, fmt, fmt_fixed, md_escape
+from reports._sections import importance_section
+from trainables.physics import effective_count, weighted_fraction_err, weighted_quantile
+
+
+def trial(label: str, value: float, err: float = 0.01, status: str = "completed", baseline: bool = False,
+          lr: float = 1e-3, extra: dict | None = None) -> Trial:
+    metrics = {"best/val/accuracy": value, "best/val/accuracy_err": err, "best/epoch": 2.0, "val/accuracy": value,
+               "val/loss": 1.0, **(extra or {})}
+    return Trial(run_id=f"id-{label}", run_name=f"{label} resnet lr={lr}", trial_id=label, baseline=baseline,
+                 status=status, failure="", mlflow_status="FINISHED", epochs=2,
+                 params={"lr": str(lr), "model": "resnet18" if int(label[1:]) % 2 else "resnet34"}, metrics=metrics,
+                 tags={}, steps={k: 2 for k in metrics}, varied=["lr", "model"])
+
+
+def sweep_of(trials: list[Trial], parent_metrics: dict | None = None) -> SweepRuns:
+    return SweepRuns("mem", "sqlite:////nowhere/mlflow.db", "1", "parent", "finished", "val/accuracy", "max", [],
+                     "classification", ["NC", "nue+CC"], [], trials, parent_metrics=parent_metrics or {})
+
+
+def test_equal_values_rank_in_trial_order_and_failed_trials_are_not_ranked():
+    trials = [trial("t07", 0.85), trial("t03", 0.85), trial("t00", 0.85, baseline=True), trial("t02", 0.90),
+              trial("t05", 0.95, status="failed")]
+    ranking = rank(sweep_of(trials))
+    assert [r.trial.label for r in ranking.ranked] == ["t02", "t00", "t03", "t07"]
+    assert [r.trial.label for r in ranking.rows if r.rank is None] == ["t05"]  # failed, even with a value
+
+
+def test_the_seed_spread_widens_the_tie_window():
+    a, b = trial("t01", 0.860, err=0.004), trial("t02", 0.850, err=0.004)
+    assert not rank(sweep_of([a, b])).ranked[1].tied  # 0.010 > sqrt(2) * 0.004
+    a.metrics["seeds/test/accuracy_std"] = 0.008  # the leader's own replicas; t02 gets the pooled spread
+    ranking = rank(sweep_of([a, b]))
+    assert ranking.pooled_seed_sigma == pytest.approx(0.008)
+    assert ranking.ranked[1].tied  # 0.010 <= sqrt(2 * 0.004² + 2 * 0.008²)
+
+
+def test_the_headline_says_when_the_leader_is_not_better_than_the_reference():
+    trials = [trial("t00", 0.36, baseline=True), trial("t01", 0.37)]
+    line = reference_line(rank(sweep_of(trials, {"ref/val/accuracy": 0.365, "ref/val/accuracy_err": 0.01})))
+    assert line.startswith("**The leader is not better than the reference predictor**")
+    ok = reference_line(rank(sweep_of(trials, {"ref/val/accuracy": 0.30})))
+    assert ok.startswith("Reference predictor (validation): accuracy = 0.3;")
+    assert reference_line(rank(sweep_of(trials))) is None  # no reference logged
+
+
+@pytest.mark.parametrize("n, caveat", [(6, True), (12, False)])
+def test_importance_from_few_trials_carries_a_caveat(n, caveat):
+    rng = np.random.default_rng(n)
+    trials = [trial(f"t{i:02d}", 0.8 + 0.01 * rng.standard_normal(), lr=float(10 ** rng.uniform(-4, -1)),
+                    baseline=i == 0) for i in range(n)]
+    text = " ".join(b for b in importance_section(rank(sweep_of(trials))).blocks if isinstance(b, str))
+    assert ("Caveat: computed from" in text) == caveat
+    assert f"rebuilt from the {n} completed runs" in text
+
+
+def test_column_digits_are_consistent():
+    assert column_decimals([0.8123, 0.80], [0.0041, 0.0052, 0.00001]) == 4  # the median error, to 2 digits
+    assert [fmt_fixed(v, 4, e) for v, e in ((0.8123, 0.0041), (0.8, 0.005))] == ["0.8123 ± 0.0041",
+                                                                                 "0.8000 ± 0.0050"]
+    assert column_decimals([12.3, 0.5]) == 2 and column_decimals([0.0123, 0.004]) == 5
+    assert fmt(float("nan")) == "—" and fmt(None) == "n/a" and fmt_fixed(float("nan"), 3) == "—"
+
+
+def test_markdown_escape_keeps_code_spans_and_removes_tags():
+    assert md_escape("<b>x</b> & `a<b`") == "&lt;b>x&lt;/b> &amp; `a<b`"
+    assert md_escape("line one\nline two") == "line one line two"
+    assert "<" not in md_escape("`unpaired <script>")
+
+
+def regression(direction: str, names: list[str], weights: bool = True, n: int = 800) -> _detail.Predictions:
+    rng = np.random.default_rng(5)
+    target = rng.uniform(-3.1, 3.1, size=(n, len(names)))
+    pred = target + rng.normal(0, 0.3, size=target.shape)
+    pred[:10, -1] = -target[:10, -1]  # some residuals across the ±π seam
+    return _detail.Predictions("regression", names, index=np.arange(n), target=target, pred=pred,
+                               weights=rng.uniform(0.2, 2.0, n) if weights else None, direction=direction,
+                               truth={"energy": rng.uniform(0.5, 5, n)})
+
+
+@pytest.mark.parametrize("names, direction, wrapped", [(["theta", "beam_phi"], "", [False, True]),
+                                                      (["theta", "azimuth"], "theta_phi", [False, True]),
+                                                      (["x", "y"], "", [False, False])])
+def test_azimuth_residuals_wrap_by_the_shared_rule(names, direction, wrapped):
+    p = regression(direction, names)
+    res = _detail.residuals(p)
+    for k, name in enumerate(names):
+        raw = p.pred[:, k] - p.target[:, k]
+        if wrapped[k]:
+            assert np.all((res[name] > -np.pi) & (res[name] <= np.pi)), name
+            assert np.allclose(np.cos(res[name]), np.cos(raw)) and np.abs(raw).max() > np.pi  # it had to wrap
+        else:
+            assert np.array_equal(res[name], raw), name
+
+
+def test_bias_and_rms_with_their_errors_match_the_weighted_formulas():
+    p = regression("", ["x", "y"])
+    res = _detail.residuals(p)
+    for name, (bias, bias_err, rms, rms_err) in _detail.bias_rms(p, res).items():
+        w, r = p.weights, res[name]
+        assert bias == pytest.approx(np.average(r, weights=w))
+        assert rms == pytest.approx(math.sqrt(np.average((r - bias) ** 2, weights=w)))
+        n_eff = w.sum() ** 2 / (w**2).sum()
+        assert bias_err == pytest.approx(rms / math.sqrt(n_eff)) and rms_err == pytest.approx(rms / math.sqrt(2 * n_eff))
+
+
+def test_binned_resolution_uses_the_event_weights():
+    p = regression("", ["x"])
+    values, energy = np.abs(p.pred[:, 0] - p.target[:, 0]), p.truth["energy"]
+    weighted = _detail.binned_resolution(values, energy, p.weights)
+    plain = _detail.binned_resolution(values, energy)
+    edges = weighted["edges"]
+    for b in range(len(edges) - 1):
+        m = (energy >= edges[b]) & ((energy < edges[b + 1]) if b < len(edges) - 2 else (energy <= edges[b + 1]))
+        assert weighted["q68"][b] == pytest.approx(weighted_quantile(values[m], 0.68, p.weights[m]))
+        assert plain["q68"][b] == pytest.approx(np.quantile(values[m], 0.68))
+    assert not np.allclose(weighted["q68"], plain["q68"])
+
+
+def classification(n: int = 900) -> _detail.Predictions:
+    rng = np.random.default_rng(8)
+    label = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[label]
+    scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    energy = rng.uniform(0.5, 5, n)
+    return _detail.Predictions("classification", ["NC", "nueCC", "numuCC"], index=np.arange(n), label=label,
+                               scores=scores, weights=rng.uniform(0.2, 2.0, n),
+                               truth={"energy": energy, "lepton_energy": 0.6 * energy})
+
+
+def test_binned_efficiency_and_purity_use_the_event_weights():
+    p = classification()
+    energy = p.truth["energy"]
+    binned = _detail.binned_eff_purity(p, energy)
+    predicted = p.scores.argmax(1)
+    edges = binned["edges"]
+    for b in range(len(edges) - 1):
+        m = (energy >= edges[b]) & ((energy < edges[b + 1]) if b < len(edges) - 2 else (energy <= edges[b + 1]))
+        for c in range(3):
+            truth = m & (p.label == c)
+            eff, err = weighted_fraction_err(predicted[truth] == c, p.weights[truth])
+            assert binned["eff"][c, b] == pytest.approx(eff) and binned["eff_err"][c, b] == pytest.approx(err)
+            chosen = m & (predicted == c)
+            assert binned["pur"][c, b] == pytest.approx(np.average(p.label[chosen] == c, weights=p.weights[chosen]))
+    assert effective_count(p.weights) < len(p.weights)
+
+
+def test_neutral_current_classes_have_no_visible_lepton():
+    assert [_detail.has_visible_lepton(n) for n in ("NC", "nc", "NCpi0", "numuNC", "nueCC", "numuCC", "nue",
+                                                    "numu", "CC(1pi)")] == [False, False, False, False, True, True,
+                                                                            True, True, True]
+    assert _detail.is_lepton_variable("lepton_energy") and not _detail.is_lepton_variable("energy")
+
+
+def test_score_histogram_tick_labels_read_as_numbers():
+    figure = score_distributions(classification())
+    labels = figure.meta["yticklabels"]
+    assert labels and all(labels)
+    for panel in labels:
+        assert all(float(text) > 0 for text in panel), panel  # "0.5", "2", "10"; never "$10^{0}$" or "6×10⁰"
