@@ -10,7 +10,7 @@ function. The names and the physics it shares with training come from ``trainabl
 """
 
 from reports._build import build_report, document, preload, write_report
-from reports._fetch import LOCAL_UI_URL, SweepRuns, Trial, client_for, load_sweep
+from reports._fetch import LOCAL_UI_URL, UI_PORT, SweepRuns, Trial, client_for, load_sweep
 from reports._output import MANIFEST, report_files
 from reports._importance import Importance, infer_distribution, param_importance
 from reports._pareto import Front, dominates, non_dominated, pareto_front
@@ -26,6 +26,7 @@ __all__ = [
     "report_files",
     "MANIFEST",
     "LOCAL_UI_URL",
+    "UI_PORT",
     "client_for",
     "SweepRuns",
     "Trial",

@@ -20,8 +20,11 @@ from reports._best import best_trial_section, curves_and_telemetry_sections
 from reports._fetch import LOCAL_UI_URL, SweepRuns, load_sweep
 from reports._fetch_extra import log_report_to_parent
 from reports._gather import Details, fetch_details
+from reports._gc import paused_gc
+from reports._importance import load_importance_module
 from reports._mlflow_compat import quiet_mlflow
 from reports._output import check_folder, write_files
+from reports._plots import load_matplotlib
 from reports._rank import Ranking, gain_over_baseline, rank
 from reports._render import Document, Section, fmt, fmt_delta, render_html, render_markdown
 from reports._sections import (AT_TEXT, gain_section, importance_section, pareto_section, ranking_section,
@@ -38,39 +41,37 @@ def build_report(sweep_name: str, tracking_uri: str, out_dir: Path, at: str = "b
     """Write the report of ``sweep_name`` into ``out_dir``; returns the path of ``index.html``."""
     if at not in AT_CHOICES:
         raise ReportInputError(f"--at must be 'best' or 'last', not '{at}'")
-    with quiet_mlflow():
-        sweep = load_sweep(sweep_name, tracking_uri, ui_url=ui_url)
-    return write_report(sweep, out_dir, at, log_to_parent)
+    return write_report(load_sweep(sweep_name, tracking_uri, ui_url=ui_url), out_dir, at, log_to_parent)
 
 
 def preload() -> None:
-    """Import what a report needs that is slow to import (pyplot ~0.5 s; Optuna's importance pulls scikit-learn,
-    ~2 s), so a caller can do it while it waits on something else: the sweep does it while Ray stops."""
-    from reports._plots import _pyplot
-    from reports._importance import load_importance_module
-
-    _pyplot()
+    """Import what a report needs that is slow to import (matplotlib ~0.5 s; Optuna's importance pulls
+    scikit-learn, ~2 s), so a caller can do it while it waits on something else: the sweep does it while Ray stops."""
+    load_matplotlib()
     load_importance_module()
 
 
 @contextmanager
 def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
+    """Wall-clock seconds into ``phases[name]``, this process's CPU seconds into ``phases[name + '_cpu']``."""
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
         phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+        phases[name + "_cpu"] = phases.get(name + "_cpu", 0.0) + time.process_time() - cpu
 
 
 def write_report(sweep: SweepRuns, out_dir: Path, at: str = "best", log_to_parent: bool = True,
                  phases: dict[str, float] | None = None) -> Path:
     """The same from an already fetched sweep (the CLI fetches once to also say whether it is running).
 
-    ``phases``, when given, receives the seconds spent in rank, fetch_details, plots and write."""
+    ``phases``, when given, receives the seconds spent in rank, fetch_details, plots and write (wall clock; CPU
+    time under ``<phase>_cpu``)."""
     phases = {} if phases is None else phases
     out_dir = Path(out_dir).resolve()
     check_folder(out_dir, list(MAIN_FILES))  # a user's index.html: refuse before the work, not after
-    with quiet_mlflow():
+    with quiet_mlflow(), paused_gc():
         with _phase(phases, "rank"):
             ranking = rank(sweep, at)
         with tempfile.TemporaryDirectory(prefix="scanner-report-") as tmp:

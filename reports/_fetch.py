@@ -18,7 +18,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from reports._mlflow_compat import latest_steps, open_client
+from reports._gc import paused_gc
+from reports._mlflow_compat import latest_steps, open_client, quiet_mlflow
 from reports._space import SpaceInfo, fetch_space_info
 from reports.errors import ReportInputError
 from trainables.contract import PARENT_ROLE, Status, Tag, metric_key
@@ -168,9 +169,6 @@ class SweepRuns:
         leaf = leaf[:-4] if suffix else leaf
         return f"{head}/{real.get(leaf, leaf)}{suffix}" if head else name
 
-    def replicas_of(self, trial: Trial) -> list[Trial]:
-        return [r for r in self.replicas if r.tags.get(Tag.REPLICA_OF) == trial.trial_id]
-
 
 def client_for(tracking_uri: str):
     """An MlflowClient on an existing store (never creates an empty one) or a reachable server."""
@@ -181,6 +179,11 @@ def load_sweep(sweep_name: str, tracking_uri: str, instance: str | None = None, 
                ) -> SweepRuns:
     """Every trial run of the sweep ``sweep_name`` (= experiment name) in the store at ``tracking_uri``: of its
     latest instance (the latest ``scanner run`` of that name), or of ``instance``."""
+    with paused_gc(), quiet_mlflow():
+        return _load_sweep(sweep_name, tracking_uri, instance, ui_url)
+
+
+def _load_sweep(sweep_name: str, tracking_uri: str, instance: str | None, ui_url: str) -> SweepRuns:
     client = client_for(tracking_uri)
     experiment = client.get_experiment_by_name(sweep_name)
     if experiment is None:

@@ -8,12 +8,11 @@ import math
 import numpy as np
 
 from trainables.physics import RESOLUTION_Q, weighted_quantile
-from reports._plots import REFERENCE_STYLE, SIZE, WIDE, Figure, _pyplot, legend_outside, png, tick_texts
+from reports._plots import REFERENCE_STYLE, SIZE, WIDE, Figure, legend_outside, png, subplots, tick_texts
 
 
 def confusion_plot(counts: np.ndarray, names: list[str]) -> Figure:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=WIDE)
+    fig, axes = subplots(1, 2, figsize=WIDE)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.2, wspace=0.35)
     rows = counts.sum(1, keepdims=True)
     norm = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
@@ -33,8 +32,7 @@ def confusion_plot(counts: np.ndarray, names: list[str]) -> Figure:
 
 
 def per_class_plot(names, eff, eff_err, pur, pur_err, split: str = "validation") -> Figure:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = subplots(figsize=SIZE)
     fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.12)
     x = np.arange(len(names))
     ax.errorbar(x - 0.08, eff, yerr=eff_err, fmt="o", capsize=3, label="efficiency")
@@ -50,7 +48,7 @@ def per_class_plot(names, eff, eff_err, pur, pur_err, split: str = "validation")
 
 def _plain_log_ticks(ax) -> None:
     """Log-axis tick labels as plain numbers (0.1, 0.5, 2, 10), never "6×10⁰"; more ticks on a short axis."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # with pyplot, imported lazily
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # matplotlib is imported lazily
 
     lo, hi = ax.get_ylim()
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 3.0
@@ -61,12 +59,11 @@ def _plain_log_ticks(ax) -> None:
 
 
 def score_distributions(pred) -> Figure:
-    plt = _pyplot()
     nc = len(pred.names)
     cols = min(nc, 3)
     rows = -(-nc // cols)
     width, height = 3.9 * cols + 1.3, 3.3 * rows
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(left=0.75 / width, right=1 - 1.4 / width, top=0.92, bottom=0.5 / height + 0.05,
                         wspace=0.35, hspace=0.45)
     bins = np.linspace(0, 1, 41)
@@ -85,18 +82,17 @@ def score_distributions(pred) -> Figure:
         ax.set_yscale("log")
         _plain_log_ticks(ax)
     legend_outside(axes[0, -1], [axes[0, 0]])
-    fig.canvas.draw()  # tick labels exist only once drawn: the meta lets a test read them as numbers
+    data = png(fig)  # tick labels exist once drawn: the meta lets a test read them as numbers
     meta = {"yticklabels": [tick_texts(ax) for ax in list(axes.flat)[:nc]]}
     return Figure("scores", "Score distributions per true class", "From predictions.h5 (weighted when it has "
-                  "event weights).", png(fig), meta)
+                  "event weights).", data, meta)
 
 
 def roc_plot(curves: list[tuple[str, dict]], split: str) -> Figure | None:
     """One-vs-rest ROC curve of each class, with its AUC in the legend."""
     if not curves:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = subplots(figsize=SIZE)
     fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.12)
     for name, roc in curves:
         auc = roc["auc"]
@@ -114,8 +110,7 @@ def roc_plot(curves: list[tuple[str, dict]], split: str) -> Figure | None:
 
 
 def cut_scan_plot(scan: dict, signal_name: str) -> Figure:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = subplots(figsize=SIZE)
     fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.12)
     for key in ("efficiency", "purity", "fom"):
         ax.plot(scan["cut"], scan[key], label=key if key != "fom" else "FOM = eff × pur")
@@ -131,8 +126,7 @@ def cut_scan_plot(scan: dict, signal_name: str) -> Figure:
 
 def energy_plot(binned: dict, names: list[str], shown: list[int], energy_name: str, note: str = "") -> Figure:
     """Efficiency and purity of the classes ``shown`` (indices into ``names``) in bins of a true energy."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharey=True)
+    fig, axes = subplots(1, 2, figsize=WIDE, sharey=True)
     fig.subplots_adjust(left=0.08, right=0.86, top=0.9, bottom=0.13, wspace=0.08)
     edges = binned["edges"]
     mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2
@@ -151,9 +145,8 @@ def energy_plot(binned: dict, names: list[str], shown: list[int], energy_name: s
 
 
 def residual_plot(res: dict, angle: np.ndarray | None, weights: np.ndarray | None = None) -> Figure:
-    plt = _pyplot()
     n = len(res) + (angle is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.7 * n, 3.6), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(3.7 * n, 3.6), squeeze=False)
     fig.subplots_adjust(left=0.7 / (3.7 * n), right=0.98, top=0.9, bottom=0.17, wspace=0.35)
     axes = list(axes.flat)
     if angle is not None:
@@ -172,8 +165,7 @@ def residual_plot(res: dict, angle: np.ndarray | None, weights: np.ndarray | Non
 
 
 def resolution_plot(binned: dict, what: str, energy_name: str, reference: float | None = None) -> Figure:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = subplots(figsize=SIZE)
     fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.12)
     edges = binned["edges"]
     mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2

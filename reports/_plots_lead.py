@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports._plots import SIZE, Figure, _pyplot, label, legend_outside, png
+from reports._plots import SIZE, Figure, label, legend_outside, png, subplots
 
 
 def lead_plot(labels: list[str], better_by: list[float], errs: list[float], metric: str) -> Figure | None:
     """How much better the leader is than each finalist (positive: leader better), ± the combined 1σ."""
     if not labels:
         return None
-    plt = _pyplot()
     height = max(2.6, 0.4 * len(labels) + 1.3)
-    fig, ax = plt.subplots(figsize=(SIZE[0], height))
+    fig, ax = subplots(figsize=(SIZE[0], height))
     fig.subplots_adjust(left=1.2 / SIZE[0], right=0.97, top=1 - 0.45 / height, bottom=0.75 / height)
     y = np.arange(len(labels))
     ax.errorbar(better_by, y, xerr=errs, fmt="o", capsize=3, color="C0")
@@ -36,11 +35,10 @@ def systematics_plot(figures: list[str], finalists: list[str], variants: list[st
     figures = [f for f in figures if any(k[0] == f for k in shifts)]
     if not figures:
         return None
-    plt = _pyplot()
     cols = min(3, len(figures))
     rows = -(-len(figures) // cols)
     width, height = 3.9 * cols + 1.4, 3.1 * rows + 0.4
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(left=0.75 / width, right=1 - 1.5 / width, top=1 - 0.45 / height, bottom=0.6 / height,
                         wspace=0.4, hspace=0.55)
     x = np.arange(len(finalists))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,20 @@ def test_an_existing_store_without_the_sweep_still_lists_the_known_ones(tmp_path
     store = make_sweep(tmp_path)
     with pytest.raises(ReportInputError, match="no sweep named 'nope'.*known sweeps: lartpc-test"):
         load_sweep("nope", store["uri"])
+
+
+@pytest.mark.slow  # two interpreter start-ups with MLflow
+def test_cli_report_of_an_unknown_sweep_leaves_no_store_and_out_dot_keeps_the_project(project, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "scanner", "report", "nope"], cwd=empty, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"no MLflow store at {empty / 'mlflow.db'}" in out.stderr
+    assert list(empty.iterdir()) == []
+    folder, store = project
+    done = subprocess.run([sys.executable, "-m", "scanner", "report", "lartpc-test", "--out", ".", "--no-log"],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "mlflow.db").exists() and (folder / "notes.txt").read_text() == "my notes"
+    assert (folder / MANIFEST).exists()  # the folder itself keeps its mode: it is the user's

@@ -4,6 +4,7 @@ flags, figures undefined at an epoch, GPU telemetry, real class names, HTML in a
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -40,17 +41,23 @@ def sweep(store):
 
 @pytest.fixture(scope="module")
 def report(store, tmp_path_factory):
-    """The report, built from a process whose Optuna logs at INFO and that never set MLflow's progress bars."""
+    """The report, built from a process whose Optuna logs at INFO, whose matplotlib backend is not Agg (a notebook's)
+    and that never set MLflow's progress bars."""
+    import matplotlib
     import optuna
 
     out = tmp_path_factory.mktemp("rich_report") / "report"
     old_level, old_env = optuna.logging.get_verbosity(), os.environ.pop(PROGRESS_BAR, None)
+    old_backend = matplotlib.get_backend()
     optuna.logging.set_verbosity(logging.INFO)
+    matplotlib.use("pdf")
     try:
         index = build_report(RICH_SWEEP, store["uri"], out, log_to_parent=False)
-        after = {"optuna": optuna.logging.get_verbosity(), "env": os.environ.get(PROGRESS_BAR)}
+        after = {"optuna": optuna.logging.get_verbosity(), "env": os.environ.get(PROGRESS_BAR),
+                 "backend": matplotlib.get_backend(), "gc": gc.isenabled()}
     finally:
         optuna.logging.set_verbosity(old_level)
+        matplotlib.use(old_backend)
         if old_env is not None:
             os.environ[PROGRESS_BAR] = old_env
     table = pd.read_csv(out / "ranking.csv", keep_default_na=False, na_values=[""])
@@ -217,7 +224,8 @@ def test_roc_and_energy_figures_of_the_leader(store, report, tmp_path):
 
 def test_the_report_leaves_the_process_as_it_found_it(report):
     after = report[3]
-    assert after == {"optuna": logging.INFO, "env": None}  # progress bars and Optuna's level were only borrowed
+    # progress bars, Optuna's level and the garbage collector were only borrowed; the backend was never touched
+    assert after == {"optuna": logging.INFO, "env": None, "backend": "pdf", "gc": True}
 
 
 def test_run_links_use_the_ui_address_given(store):
