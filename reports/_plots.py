@@ -181,7 +181,7 @@ def objective_vs_params(params: dict[str, list], objective: list[float], metric:
     # One objective axis for all panels: a panel of 2 active trials must not look like a big effect.
     fig, axes = subplots(rows, cols, figsize=(3.9 * cols, 3.3 * rows), squeeze=False, sharey=True)
     fig.subplots_adjust(left=0.6 / (3.9 * cols) + 0.05, right=0.98, top=1 - 0.3 / (3.3 * rows),
-                        bottom=0.9 / (3.3 * rows), wspace=0.15, hspace=0.55)
+                        bottom=1.1 / (3.3 * rows), wspace=0.15, hspace=0.55)
     for ax, p in zip(axes.flat, names):
         values, obj = zip(*active[p])
         _scatter_param(ax, list(values), list(obj), p in log)
