@@ -173,3 +173,33 @@ def test_score_histogram_tick_labels_read_as_numbers():
     assert labels and all(labels)
     for panel in labels:
         assert all(float(text) > 0 for text in panel), panel  # "0.5", "2", "10"; never "$10^{0}$" or "6×10⁰"
+
+
+def test_the_lead_of_a_regression_sweep_is_the_smaller_resolution():
+    """mode min: the leader's smaller 68 % angle is "better"; the difference and P carry that sign."""
+    from reports._lead import analyse_lead, headline
+    from trainables.physics import opening_angle_deg
+
+    rng = np.random.default_rng(11)
+    target = rng.normal(size=(600, 3))
+    target /= np.linalg.norm(target, axis=1, keepdims=True)
+    preds, trials = {}, []
+    for label, noise, baseline in (("t00", 0.25, True), ("t01", 0.15, False)):
+        pred = target + rng.normal(0, noise, target.shape)
+        res = float(np.quantile(opening_angle_deg(pred, target, "unit_vector"), 0.68))
+        metrics = {"best/val/resolution68_deg": res, "best/val/resolution68_deg_err": 0.3, "best/epoch": 2.0,
+                   "val/loss": 1.0, "test/resolution68_deg": res, "test/resolution68_deg_err": 0.3}
+        t = Trial(run_id=label, run_name=label, trial_id=label, baseline=baseline, status="completed", failure="",
+                  mlflow_status="FINISHED", epochs=2, params={}, metrics=metrics, tags={},
+                  steps={k: 2 for k in metrics})
+        trials.append(t)
+        preds[label] = _detail.Predictions("regression", ["dx", "dy", "dz"], index=np.arange(600), target=target,
+                                           pred=pred, direction="unit_vector")
+    sweep = SweepRuns("reg", "sqlite:////nowhere/m.db", "1", "p", "finished", "val/resolution68_deg", "min", [],
+                      "regression", [], ["dx", "dy", "dz"], trials)
+    analysis = analyse_lead(rank(sweep), preds)
+    assert analysis.leader.row.trial.label == "t01"
+    d = analysis.finalists[1].vs_leader
+    assert d.delta == pytest.approx(trials[1].metrics["test/resolution68_deg"] - trials[0].metrics["test/resolution68_deg"])
+    assert d.delta < 0 and d.p_better > 0.95 and d.method == "paired bootstrap"
+    assert headline(analysis, sweep.pretty).startswith("**t01 beats the baseline by ")
