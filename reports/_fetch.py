@@ -170,9 +170,10 @@ class SweepRuns:
         return f"{head}/{real.get(leaf, leaf)}{suffix}" if head else name
 
 
-def client_for(tracking_uri: str):
-    """An MlflowClient on an existing store (never creates an empty one) or a reachable server."""
-    return open_client(tracking_uri)
+def client_for(tracking_uri: str, sought: str = "sweep"):
+    """An MlflowClient on an existing store (never creates an empty one) or a reachable server; ``sought`` is what
+    the caller looks for there, named in the one line that says the store is missing."""
+    return open_client(tracking_uri, sought=sought)
 
 
 def load_sweep(sweep_name: str, tracking_uri: str, instance: str | None = None, ui_url: str = LOCAL_UI_URL
@@ -184,7 +185,7 @@ def load_sweep(sweep_name: str, tracking_uri: str, instance: str | None = None, 
 
 
 def _load_sweep(sweep_name: str, tracking_uri: str, instance: str | None, ui_url: str) -> SweepRuns:
-    client = client_for(tracking_uri)
+    client = client_for(tracking_uri, sought=f"sweep '{sweep_name}'")
     experiment = client.get_experiment_by_name(sweep_name)
     if experiment is None:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")

@@ -38,12 +38,13 @@ def local_store_path(tracking_uri: str) -> Path | None:
     return None
 
 
-def check_readable_store(tracking_uri: str) -> None:
-    """Reading a store must not create one: a missing sqlite file or store folder is one line naming the path."""
+def check_readable_store(tracking_uri: str, sought: str = "sweep") -> None:
+    """Reading a store must not create one: a missing sqlite file or store folder is one line naming the path and
+    what was sought there (``sweep 'demo'``, ``'best-of:demo'``)."""
     path = local_store_path(tracking_uri)
     if path is not None and not path.exists():
-        raise ReportInputError(f"no MLflow store at {path.absolute()} (from {tracking_uri}); run the report in the "
-                               "folder where the sweep ran, or pass --tracking-uri")
+        raise ReportInputError(f"no MLflow store at {path.absolute()} (from {tracking_uri}), so no {sought} there; "
+                               "run the command in the folder where the sweep ran, or pass --tracking-uri")
 
 
 def probe_server(tracking_uri: str) -> None:
@@ -63,12 +64,12 @@ def probe_server(tracking_uri: str) -> None:
         ) from None
 
 
-def open_client(tracking_uri: str, must_exist: bool = True):
+def open_client(tracking_uri: str, must_exist: bool = True, sought: str = "sweep"):
     """An ``MlflowClient`` on an existing store (``must_exist``: refuse to create one), or on a live server."""
     from mlflow.tracking import MlflowClient  # mlflow is slow to import: not for `scanner --help`
 
     if must_exist:
-        check_readable_store(tracking_uri)
+        check_readable_store(tracking_uri, sought)
     probe_server(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 

@@ -60,12 +60,12 @@ def resolve_inits(values: Iterable[str | None], tracking_uri: str) -> dict[str, 
 
 def resolve_run(target: str, tracking_uri: str) -> Resolved:
     """``run:<id>`` or ``best-of:<sweep>`` -> the trial's checkpoint, run and trial id."""
-    check_store_exists(target, tracking_uri)
+    client = client_for(tracking_uri, sought=f"'{target}'")  # a missing store is one line, and none is created
     if target.startswith("best-of:"):
         return _resolved(best_run(target[len("best-of:"):], tracking_uri, target), target, tracking_uri)
     run_id = target[len("run:"):] if target.startswith("run:") else target
     try:
-        run = client_for(tracking_uri).get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise BadInput(f"'{target}': no MLflow run {run_id} in {tracking_uri}; copy the id from 'scanner ui'") from None
     return _resolved(run, target, tracking_uri)
@@ -105,14 +105,6 @@ def fetch_checkpoint(run: Run, tracking_uri: str, shown: str) -> str:
                        "here or pick another run")
     folder.mkdir(parents=True, exist_ok=True)
     return client.download_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR, str(folder))
-
-
-def check_store_exists(target: str, tracking_uri: str) -> None:
-    """A local store that does not exist holds no sweep and no run: say so, without creating an empty one."""
-    path = Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
-    if path is not None and not path.exists():
-        raise BadInput(f"'{target}': there is no MLflow store at {path} yet, so nothing to take it from; run that "
-                       "sweep first, or pass the --tracking-uri of the store it ran in")
 
 
 def check_inits(space: SpaceFile, events: EventFile, resolved: dict[str, Resolved], searched: bool = True) -> None:
