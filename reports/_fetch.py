@@ -22,10 +22,9 @@ from reports._gc import paused_gc
 from reports._mlflow_compat import latest_steps, open_client, quiet_mlflow
 from reports._space import SpaceInfo, fetch_space_info
 from reports.errors import ReportInputError
-from trainables.contract import PARENT_ROLE, Status, Tag, metric_key
+from trainables.contract import PARENT_ROLE, UI_PORT, Status, Tag, metric_key
 
 PAGE_SIZE = 1000  # MLflow's maximum page for search_runs; a 1,000-trial sweep is one page
-UI_PORT = 5000  # `scanner ui`'s default port (MLflow's): run links of a local store point at that UI
 LOCAL_UI_URL = f"http://127.0.0.1:{UI_PORT}"
 NAN = float("nan")
 _TRIAL_NUMBER = re.compile(r"^t(\d+)$")

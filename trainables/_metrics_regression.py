@@ -11,17 +11,20 @@ from typing import Sequence
 import numpy as np
 
 from trainables.contract import metric_key
-from trainables.physics import (RESOLUTION_Q, bootstrap_quantile_err, check_direction, check_weights, is_azimuth,
-                                normalised, opening_angle_deg, weighted_quantile, wrap_phi)
+from trainables.physics import (RESOLUTION_Q, bootstrap_quantile_err, check_direction, check_weights, effective_count,
+                                is_azimuth, normalised, opening_angle_deg, weighted_quantile, wrap_phi)
 
 
 def _residual_moments(residual: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-    """Weighted bias (mean), RMS about the bias (the spread, i.e. the resolution) and skewness (biased estimator)."""
+    """Weighted bias (mean), RMS about the bias (the spread, i.e. the resolution) and skewness (biased estimator),
+    with the 1-sigma errors of bias and RMS at the Kish effective count n: RMS/sqrt(n) and RMS/sqrt(2n) (the
+    Gaussian large-sample errors of a mean and of a standard deviation)."""
     total = float(np.sum(weights))
     bias = float(np.sum(weights * residual) / total)
     centred = residual - bias
     rms = float(np.sqrt(np.sum(weights * centred**2) / total))
-    out = {"bias": bias, "rms": rms}
+    n_eff = effective_count(weights)
+    out = {"bias": bias, "rms": rms, "bias_err": rms / np.sqrt(n_eff), "rms_err": rms / np.sqrt(2.0 * n_eff)}
     if rms > 0:  # a constant residual has no skewness; leave it out rather than invent one
         out["skew"] = float(np.sum(weights * centred**3) / total / rms**3)
     return out
@@ -64,7 +67,8 @@ def regression_metrics(
         if is_azimuth(name, index, direction):
             residual = wrap_phi(residual)
         for key, value in _residual_moments(residual, w).items():
-            metrics[f"{key}/{metric_key(name)}"] = value
+            family, _, err = key.partition("_")  # bias_err -> bias/<target>_err
+            metrics[f"{family}/{metric_key(name)}{'_' + err if err else ''}"] = value
     if direction is not None:
         metrics.update(_resolution(pred, target, direction, w, n_bootstrap, seed))
     return metrics

@@ -100,6 +100,7 @@ class Artifact:
     CHECKPOINT_DIR = "checkpoint"  # a trial's best state.pt on its run, with `tracking.log_checkpoints: best`
 
 
+UI_PORT = 5000  # `scanner ui`'s default port (MLflow's own): a report's run links for a local store point there
 SCANS_DIR = "scans"  # scans/<name>/ per sweep, scans/optuna.db for every study
 OPTUNA_DB = "optuna.db"
 
@@ -143,6 +144,7 @@ SYS_GPU = (
     "sys/gpu_util_pct",
     "sys/gpu_power_w",
     "sys/gpu_mem_peak_reserved_gb",
+    "sys/gpu_mem_total_gb",
     "sys/gpu_alloc_retries",
     "sys/gpu_ooms",
     "sys/gpu_proc_mem_gb",
@@ -152,7 +154,7 @@ SYS_GPU = (
 COMMON = ("train/loss", "val/loss", "train/lr")
 MODEL = ("model/params_total", "model/params_trainable")  # logged once, with the first epoch
 REFERENCE_SPLITS = ("val", "test")  # the parent run's ref/<split>/<name>: the trivial predictor, once per sweep
-WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg")  # families that log `<name>_err`
+WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg", "bias", "rms")  # they log `<name>_err`
 
 
 def physics_names(task: str, class_names: Iterable[str] = (), target_names: Iterable[str] = ()) -> list[str]:

@@ -285,6 +285,7 @@ class EpochTelemetry:
         self._process = psutil.Process()
         self._cuda = self.device.type == "cuda"
         self._expandable = self._cuda and expandable_segments()
+        self._device_total = torch.cuda.get_device_properties(self.device).total_memory if self._cuda else 0
         self._nvml = None
         self._sampler: NvmlSampler | None = self._open_nvml() if self._cuda else None
         self._steps = StepTimes(self.device if self._cuda else None)
@@ -376,6 +377,7 @@ class EpochTelemetry:
             stats = torch.cuda.memory_stats(self.device)
             out.update(gpu_memory_metrics(stats, expandable=self._expandable))
             out.update(allocator_event_metrics(self._allocator_start, stats))
+            out["sys/gpu_mem_total_gb"] = self._device_total / GIB  # peak reserved is read against it
         if self._sampler is not None:
             out.update(self._nvml_metrics(self._sampler))
         return out

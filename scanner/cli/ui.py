@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 from scanner.cli.common import example_help
+from trainables.contract import UI_PORT
 from trainables.errors import BadInput
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: the UI has no authentication, so it is not exposed unless asked
-DEFAULT_PORT = 5000  # MLflow's own default, which the report's run links assume
+DEFAULT_PORT = UI_PORT  # MLflow's own default, which a report's run links for a local store assume
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # a `kill`, a closed terminal or ssh session: the server goes too
 STOP_WAIT_S = 10.0  # the server's own shutdown, before the group is killed
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from reports import load_sweep, write_report
+from reports import load_sweep, report_files, write_report
 from scanner.sweep.progress import ProgressLine
 from scanner.sweep.searcher import StudyHandle
 from scanner.sweep.standings import leader, ranked_trials
@@ -103,10 +103,11 @@ def build_report(name: str, instance: str, tracking_uri: str, writer: MlflowWrit
               file=sys.stderr)
         return None
     out_dir = Path(out_dir)
-    writer.log_artifacts(PARENT_KEY, [p for p in out_dir.iterdir() if p.is_file()], "report")
-    figures = out_dir / "figures"
-    if figures.is_dir():
-        writer.log_artifacts(PARENT_KEY, sorted(figures.iterdir()), "report/figures")
+    files = report_files(out_dir)  # the report's own files: never a user's file that lies beside them
+    for folder in sorted({f.parent for f in files}):
+        relative = folder.relative_to(out_dir)
+        writer.log_artifacts(PARENT_KEY, [f for f in files if f.parent == folder],
+                             "report" if relative == Path(".") else f"report/{relative.as_posix()}")
     writer.set_tags(PARENT_KEY, {Tag.NOTE: REPORT_NOTE})
     return index
 

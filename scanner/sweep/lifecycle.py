@@ -212,9 +212,9 @@ def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine, ctrl_c: C
             forget_study(sweep.name)  # a new sweep of a name whose folder was deleted must not inherit its trials
         optuna.storages.RDBStorage(optuna_url())  # creates the schema under the lock
         experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.name)
-    writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
-    start_parent(writer, sweep, experiment_id)
     info = sweep_info(sweep, experiment_id)
+    writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
+    start_parent(writer, sweep, info)
     writer.log_metrics(PARENT_KEY, info.reference, step=0)  # the line every trial must beat
     return writer, SweepDriver(info, writer, progress, on_step=ctrl_c.check)
 
@@ -349,7 +349,7 @@ def sweep_info(sweep: Sweep, experiment_id: str) -> SweepInfo:
     )
 
 
-def start_parent(writer: MlflowWriter, sweep: Sweep, experiment_id: str) -> None:
+def start_parent(writer: MlflowWriter, sweep: Sweep, info: SweepInfo) -> None:
     space = sweep.space
     tags = {
         Tag.NAME: space.name, Tag.ROLE: PARENT_ROLE, Tag.INSTANCE: sweep.instance, Tag.OBJECTIVE: space.objective.metric,
@@ -357,10 +357,12 @@ def start_parent(writer: MlflowWriter, sweep: Sweep, experiment_id: str) -> None
         Tag.ALSO: json.dumps([{"metric": o.metric, "mode": o.mode} for o in space.objective.also]),
         Tag.STATUS: Status.RUNNING, Tag.RAY_ADDRESS: sweep.address or "local",
     }
-    sha = git_sha()
-    if sha:
-        tags[Tag.GIT_SHA] = sha
-    writer.start_run(PARENT_KEY, experiment_id, space.name, tags,
+    if info.git_sha:
+        tags[Tag.GIT_SHA] = info.git_sha
+    for tag, names in ((Tag.CLASS_NAMES, info.class_names), (Tag.TARGET_NAMES, info.target_names)):
+        if names is not None:
+            tags[tag] = json.dumps(list(names))  # the real names: metric names carry their metric keys
+    writer.start_run(PARENT_KEY, info.experiment_id, space.name, tags,
                      find_by={Tag.ROLE: PARENT_ROLE, Tag.NAME: space.name, Tag.INSTANCE: sweep.instance})
     writer.log_params(PARENT_KEY, {"trials": space.budget.trials, "max_epochs": space.budget.max_epochs,
                                    "sampler": space.budget.sampler, "scheduler": space.budget.scheduler,

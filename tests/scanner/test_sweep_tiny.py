@@ -144,7 +144,8 @@ def test_best_of_resolves_to_the_best_trial_checkpoint(runs, tiny_sweep):
     from scanner.targets import resolve_init
 
     _, _, children = runs
-    best = max(children, key=lambda c: c.data.metrics["best/val/accuracy"])
+    # the highest best/val/accuracy; a tie goes to the earlier trial (t01 before t03), as the report ranks
+    best = min(children, key=lambda c: (-c.data.metrics["best/val/accuracy"], c.info.run_name.split()[0]))
     assert resolve_init("best-of:tiny", tiny_sweep.tracking_uri) == best.data.tags["scan.checkpoint"]
     one = children[0]
     assert resolve_init(f"run:{one.info.run_id}", tiny_sweep.tracking_uri) == one.data.tags["scan.checkpoint"]

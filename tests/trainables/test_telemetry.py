@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from types import SimpleNamespace
 import time
 import types
 
@@ -358,10 +359,15 @@ def test_cpu_pct_counts_this_process_busy_time():
     assert "perf/data_wait_frac" not in busy  # no timed() loop: nothing to split
 
 
+DEVICE_TOTAL = 40 * 2**30  # a recorded 40 GiB device
+
+
 def _cuda_stats_sequence(monkeypatch, *stats_dicts):
-    """memory_stats() answers with the given dicts in turn (the epoch's start, then its end), then the last."""
+    """memory_stats() answers with the given dicts in turn (the epoch's start, then its end), then the last; the
+    device reports its recorded total."""
     answers = list(stats_dicts)
     monkeypatch.setattr(torch.cuda, "memory_stats", lambda device: answers.pop(0) if len(answers) > 1 else answers[0])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=DEVICE_TOTAL))
 
 
 def test_cuda_path_with_recorded_stats_and_fake_nvml(monkeypatch, scripted_cuda_events):
@@ -384,6 +390,7 @@ def test_cuda_path_with_recorded_stats_and_fake_nvml(monkeypatch, scripted_cuda_
     assert resets == [torch.device("cuda:0")]
     assert metrics["sys/gpu_mem_reserved_gb"] == pytest.approx(2.0)
     assert metrics["sys/gpu_mem_peak_reserved_gb"] == pytest.approx(2.5)
+    assert metrics["sys/gpu_mem_total_gb"] == pytest.approx(40.0)  # what the peak is read against
     assert metrics["sys/gpu_fragmentation"] == pytest.approx(0.5)
     assert metrics["sys/gpu_alloc_retries"] == 2.0 and metrics["sys/gpu_ooms"] == 0.0
     assert metrics["sys/gpu_util_pct"] == pytest.approx(80.0)
@@ -441,7 +448,7 @@ def test_missing_nvml_leaves_its_keys_out(monkeypatch, scripted_cuda_events):
 
     monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=no_driver, NVMLError=FakeNvmlError))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
-    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device: RECORDED_STATS)
+    _cuda_stats_sequence(monkeypatch, RECORDED_STATS)
     scripted_cuda_events.clock = [float(t) for t in range(10)]
     with EpochTelemetry("cuda:0") as telemetry:
         metrics = _run_epoch(telemetry, load_s=0.0, compute_s=0.0)
