@@ -90,6 +90,24 @@ def ray_session():
     ray.shutdown()
 
 
+# What a sweep sets for a while: Tune's and Ray's switches, MLflow's HTTP and progress-bar settings, the loggers it
+# quiets (third-party libraries also set variables when first imported; those are theirs, not the sweep's)
+TOUCHED_ENV = ("RAY_AIR_NEW_OUTPUT", "TUNE_DISABLE_SIGINT_HANDLER", "RAY_worker_niceness",
+               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+               "HF_HUB_OFFLINE")
+TOUCHED_LOGGERS = ("ray.tune", "mlflow.store.db.utils", "optuna")
+
+
+def touched_settings() -> dict:
+    import logging
+
+    import optuna
+
+    return {**{key: os.environ.get(key) for key in TOUCHED_ENV},
+            **{f"logger {name}": logging.getLogger(name).level for name in TOUCHED_LOGGERS},
+            "optuna verbosity": optuna.logging.get_verbosity()}
+
+
 @dataclass
 class TinySweep:
     folder: Path  # the working folder: scans/, mlflow.db, tiny.h5, tiny.yaml
@@ -98,7 +116,7 @@ class TinySweep:
     name: str
     exit_code: int
     output: str
-    environ_changes: dict  # what the sweep left changed in os.environ: {key: (before, after)}
+    environ_changes: dict  # what the sweep left changed of the settings it touches: {key: (before, after)}
     sigint_kept: bool  # the SIGINT handler is the one the caller had
 
 
@@ -116,15 +134,15 @@ def tiny_sweep(tmp_path_factory, ray_session) -> TinySweep:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     cwd = Path.cwd()
     out = io.StringIO()
-    environ, handler = dict(os.environ), signal.getsignal(signal.SIGINT)
+    before, handler = touched_settings(), signal.getsignal(signal.SIGINT)
     os.chdir(folder)
     try:
         with contextlib.redirect_stdout(out):
             code = run_sweep(str(space), uri)
     finally:
         os.chdir(cwd)
-    changes = {k: (environ.get(k), os.environ.get(k)) for k in set(environ) | set(os.environ)
-               if environ.get(k) != os.environ.get(k)}
+    after = touched_settings()
+    changes = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
     return TinySweep(folder, space, uri, "tiny", code, out.getvalue(), changes,
                      signal.getsignal(signal.SIGINT) is handler)
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 from pathlib import Path
-from typing import Iterator
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,18 +41,3 @@ def common_parent() -> argparse.ArgumentParser:
 def example_help(text: str) -> dict:
     """kwargs for ``add_parser`` so every verb's --help ends with a runnable example."""
     return {"epilog": "example:\n  " + text, "formatter_class": argparse.RawDescriptionHelpFormatter}
-
-
-STORE_CREATION_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables...": two INFO lines
-
-
-@contextlib.contextmanager
-def quiet_store_creation() -> Iterator[None]:
-    """MLflow announces a new sqlite store's schema on stderr; a command's own output says what it made."""
-    logger = logging.getLogger(STORE_CREATION_LOGGER)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from scanner.cli.common import example_help, quiet_store_creation
+from scanner.cli.common import example_help
+from scanner.tracking.store import quiet_store_creation
 from trainables.contract import MLFLOW_STATUS, Artifact, Status, Tag, tag_value
 from trainables.errors import BadInput
 

@@ -137,9 +137,11 @@ class SweepDriver(Callback):
         sampled = None if baseline else {k: v for k, v in config.items() if not k.startswith("_scan")}
         cfg = resolve_config(space, config, self.info.init_map).as_params()
         varied = sampled_keys(space, sampled)
+        source = self.info.init_sources.get(resolve_config(space, config).init or "", {})
         return TrialState(trial_id, index, baseline, trial_run_name(index, cfg, varied, baseline), config=cfg,
                           params=ran_params(space, sampled), varied=varied, max_epochs=space.budget.max_epochs,
-                          seed=int(cfg["seed"]))
+                          seed=int(cfg["seed"]), init_run_id=source.get("run_id"),
+                          init_trial_id=source.get("trial_id"))
 
     @staticmethod
     def _replica_state(trial_id: str, replica: dict[str, Any]) -> TrialState:
@@ -191,10 +193,14 @@ class SweepDriver(Callback):
         tags.update({Tag.STATUS: Status.RUNNING, Tag.INSTANCE: info.instance, Tag.SEED: str(state.seed)})
         if state.replica_of:
             tags[Tag.REPLICA_OF] = state.replica_of
+        if state.init_run_id:  # a transfer chain: which run and trial the weights came from
+            tags.update({Tag.INIT_RUN_ID: state.init_run_id, Tag.INIT_TRIAL_ID: str(state.init_trial_id)})
         self.writer.start_run(state.trial_id, info.experiment_id, state.name, tags,
                               find_by={Tag.TRIAL_ID: state.trial_id, Tag.INSTANCE: info.instance},
                               parent_key=PARENT_KEY)
         self.writer.log_params(state.trial_id, state.params)
+        if info.dataset is not None:
+            self.writer.log_input(state.trial_id, info.dataset)
         config = Path(info.configs_dir) / state.trial_id / Artifact.CONFIG
         atomic_write_text(config, yaml.safe_dump(state.config, sort_keys=False))
         self.writer.log_artifacts(state.trial_id, [config], "")

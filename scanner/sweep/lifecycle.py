@@ -9,7 +9,6 @@ what the start created (``scanner run`` works again); a Ctrl-C later leaves ever
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -18,7 +17,6 @@ import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -37,32 +35,19 @@ from scanner.sweep.setup import (PHASE_DONE, PHASE_FINALS, PHASE_REPLICAS, PHASE
                                  load_sweep_folder, mark_phase, optuna_url, prepare, store_lock)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
+from scanner.tracking.dataset import dataset_input
 from scanner.tracking.faults import disk_full
 from scanner.tracking import (PARENT_KEY, JournalFull, MlflowWriter, check_reachable, ensure_experiment, git_sha,
-                              report_dropped)
-from search_spaces import SpaceFile, cpu_ignored_keys
+                              quiet_store_creation, report_dropped)
+from search_spaces import SpaceFile, baseline_only_warning, cpu_ignored_keys
 from trainables.contract import PARENT_ROLE, Artifact, Status, Tag
 from trainables.data import data_hash, open_events
-from trainables.environ import scoped_environ
+from trainables.environ import scoped_environ, scoped_log_level
 from trainables.reference import reference_metrics
 
 FLUSH_S = 120.0  # how long the end of a sweep waits for an unreachable tracking server before leaving the journal
 NO_SPACE_FLUSH_S = 5.0  # a full disk: what MLflow takes now is less for the resume, but nobody waits minutes
 QUIET_LOGGERS = ("ray.tune",)  # Tune logs each failed trial's traceback; the driver prints its reason in one line
-
-
-@contextlib.contextmanager
-def scoped_log_level(names: tuple[str, ...], level: int) -> Iterator[None]:
-    """Loggers at ``level`` while the block runs, then at their own level again (a notebook keeps its logging)."""
-    loggers = [logging.getLogger(name) for name in names]
-    before = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(level)
-    try:
-        yield
-    finally:
-        for logger, old in zip(loggers, before):
-            logger.setLevel(old)
 
 
 class CtrlC:
@@ -118,6 +103,9 @@ class Life:
 def run_sweep(space_path: str, tracking_uri: str, address: str | None = None, trials: int | None = None,
               quiet: bool = False) -> int:
     sweep = prepare(space_path, tracking_uri, address, trials)
+    warning = baseline_only_warning(sweep.space)
+    if warning:
+        print(warning, file=sys.stderr)
     joined = ray_init(address) if address else False  # a cluster's resources are known only once connected
     try:
         if address:
@@ -211,7 +199,8 @@ def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine, ctrl_c: C
         if not restore:
             forget_study(sweep.name)  # a new sweep of a name whose folder was deleted must not inherit its trials
         optuna.storages.RDBStorage(optuna_url())  # creates the schema under the lock
-        experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.name)
+        with quiet_store_creation():
+            experiment_id = ensure_experiment(MlflowClient(sweep.tracking_uri), sweep.name)
     info = sweep_info(sweep, experiment_id)
     writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
     start_parent(writer, sweep, info)
@@ -340,12 +329,14 @@ def forget_study(name: str) -> None:
 def sweep_info(sweep: Sweep, experiment_id: str) -> SweepInfo:
     space = sweep.space
     events = open_events(space.data, space.task)
+    digest = data_hash(space.data.path)
     return SweepInfo(
         name=space.name, instance=sweep.instance, experiment_id=experiment_id, space=space,
-        data_hash=data_hash(space.data.path), class_names=events.class_names, target_names=events.target_names,
+        data_hash=digest, class_names=events.class_names, target_names=events.target_names,
         git_sha=git_sha(), init_map=sweep.init_map, configs_dir=str(sweep.configs_dir),
         log_checkpoints=space.tracking.logs_checkpoints(sweep.tracking_uri),
-        reference=reference_metrics(space.data, space.task),
+        reference=reference_metrics(space.data, space.task), init_sources=dict(sweep.init_sources),
+        dataset=dataset_input(events, digest),
     )
 
 

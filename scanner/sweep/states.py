@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow.entities import DatasetInput
+
 from search_spaces import SpaceFile
 from trainables.contract import Status
 
@@ -29,6 +31,8 @@ class TrialState:
     last_checkpoint: str | None = None
     replica_of: str | None = None  # a seed replica: the trial id of its original
     seed: int | None = None
+    init_run_id: str | None = None  # where a transfer trial's weights came from (best-of:/run:)
+    init_trial_id: str | None = None
     train_losses: list[float] = field(default_factory=list)  # train/loss per epoch, for the flags
     best_metrics: dict[str, float] = field(default_factory=dict)  # the val/ figures of its best epoch
 
@@ -54,3 +58,5 @@ class SweepInfo:
     configs_dir: str  # scans/<name>/configs: each trial's config.yaml before it is logged
     log_checkpoints: bool = False  # each new best state.pt also goes to the run (tracking.log_checkpoints)
     reference: dict[str, float] = field(default_factory=dict)  # ref/val/..., ref/test/...: the trivial predictor
+    init_sources: dict[str, dict] = field(default_factory=dict)  # init -> {checkpoint, run_id, trial_id}
+    dataset: DatasetInput | None = None  # the events file as an MLflow dataset input (path, hash, shape)

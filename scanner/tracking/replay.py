@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple, Union
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -86,6 +86,8 @@ class Replay:
                     self.delete_tag(run_id, key)
             elif op.kind == "delete_run":
                 self.client.delete_run(run_id)
+            elif op.kind == "inputs":
+                self.client.log_inputs(run_id, datasets=[input_from_body(op.body)])
             else:
                 raise ValueError(f"journal op {op.seq} has an unknown kind {op.kind!r}")
         except (MlflowException, OSError) as exc:
@@ -182,6 +184,18 @@ def describe_item(item: Item) -> str:
     return f"{kind} {item.key}={str(item.value)[:200]}"
 
 
+def input_body(dataset: DatasetInput) -> dict:
+    """A dataset input as JSON for the journal."""
+    d = dataset.dataset
+    return {"dataset": {"name": d.name, "digest": d.digest, "source_type": d.source_type, "source": d.source,
+                        "schema": d.schema, "profile": d.profile},
+            "tags": {tag.key: tag.value for tag in dataset.tags}}
+
+
+def input_from_body(body: dict) -> DatasetInput:
+    return DatasetInput(Dataset(**body["dataset"]), tags=[InputTag(k, v) for k, v in body["tags"].items()])
+
+
 def describe(op: Op) -> str:
     body = op.body
     if op.kind == "metrics":
@@ -196,4 +210,6 @@ def describe(op: Op) -> str:
         return f"end of run ({body['status']})"
     if op.kind == "delete_tags":
         return "deletion of tags " + ", ".join(body["keys"])
+    if op.kind == "inputs":
+        return f"dataset input '{body['dataset']['name']}'"
     return op.kind.replace("_", " ")

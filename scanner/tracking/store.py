@@ -8,6 +8,7 @@ page), the git sha.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -24,6 +25,8 @@ from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 from mlflow.utils.uri import get_uri_scheme
 from sqlalchemy.engine import make_url
 
+from trainables.contract import EXPERIMENT_KIND, Tag
+from trainables.environ import scoped_log_level
 from trainables.errors import BadInput
 
 SEARCH_PAGE = 1000  # runs per search_runs page (MLflow's default page; every page is read)
@@ -126,8 +129,8 @@ CHECKS: dict[str, Callable[[str, float], None]] = {  # our checks, by the scheme
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """The sweep's experiment id, created once, in the driver (trials never create experiments: ray#36257)."""
     exp = client.get_experiment_by_name(name)
-    if exp is None:
-        return client.create_experiment(name)
+    if exp is None:  # it opens on its runs in the MLflow UI, not on the GenAI traces page
+        return client.create_experiment(name, tags={Tag.EXPERIMENT_KIND: EXPERIMENT_KIND})
     if exp.lifecycle_stage == "deleted":
         raise BadInput(
             f"MLflow experiment '{name}' exists but is deleted; restore it (mlflow experiments restore "
@@ -159,3 +162,11 @@ def find_runs_by_tag(client: MlflowClient, experiment_id: str, tags: Mapping[str
         token = page.token
         if not token:
             return sorted(runs, key=lambda r: r.info.start_time or 0)
+
+
+STORE_CREATION_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables...": two INFO lines
+
+
+def quiet_store_creation():
+    """MLflow announces a new sqlite store's schema on stderr; a command's own output says what it made."""
+    return scoped_log_level((STORE_CREATION_LOGGER,), logging.WARNING)

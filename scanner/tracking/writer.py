@@ -30,13 +30,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from scanner.tracking.faults import WriterFailed, disk_full, reason, transient
 from scanner.tracking.http_env import hold_fail_fast, release_fail_fast
 from scanner.tracking.journal import Dropped, Journal, JournalFull
-from scanner.tracking.replay import Replay, remove_spooled
+from scanner.tracking.replay import Replay, input_body, remove_spooled
 from trainables.contract import Artifact, Status, Tag, tag_value
 from trainables.files import atomic_write_text
 
@@ -139,6 +140,10 @@ class MlflowWriter:
     def end_run(self, run_key: str, status: str) -> None:
         """FINISHED, KILLED or FAILED: never leave a run RUNNING."""
         self._put("end", run_key, {"status": status})
+
+    def log_input(self, run_key: str, dataset: DatasetInput) -> None:
+        """A dataset the run used (the events file: path, hash, shape), on MLflow's "Datasets used" panel."""
+        self._put("inputs", run_key, input_body(dataset))
 
     def delete_tags(self, run_key: str, keys: Iterable[str]) -> None:
         self._put("delete_tags", run_key, {"keys": list(keys)})

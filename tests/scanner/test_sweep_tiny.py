@@ -39,6 +39,22 @@ def test_the_python_api_leaves_the_process_as_it_found_it(tiny_sweep):
     assert tiny_sweep.sigint_kept
 
 
+def test_mlflow_holds_the_reference_the_data_and_opens_on_the_runs(runs, tiny_sweep):
+    """The parent carries the trivial reference and the real class names; each trial names the data file it used
+    (path and hash, MLflow's dataset input); the experiment opens on its runs, not on the GenAI traces page."""
+    client, parent, children = runs
+    p = parent[0]
+    assert {"ref/val/accuracy", "ref/test/accuracy"} <= set(p.data.metrics)
+    assert json.loads(p.data.tags["scan.class_names"]) == ["NC", "nueCC", "numuCC"]
+    assert "sweep/best_objective" in p.data.metrics
+    for c in children:
+        inputs = client.get_run(c.info.run_id).inputs.dataset_inputs
+        assert [i.dataset.digest for i in inputs] == [c.data.tags["scan.data_hash"]]
+        assert json.loads(inputs[0].dataset.source)["uri"].endswith("tiny.h5")
+    exp = client.get_experiment_by_name(tiny_sweep.name)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
 def test_one_parent_and_one_nested_child_per_trial(runs):
     client, parent, children = runs
     assert len(parent) == 1 and parent[0].info.run_name == "tiny"
