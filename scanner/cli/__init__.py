@@ -21,12 +21,12 @@ import sys
 import textwrap
 from typing import Sequence
 
-from scanner.cli import data, evaluate, report, resume, run, slurm, train, ui
+from scanner.cli import data, evaluate, explain, export, report, resume, run, slurm, train, ui
 from scanner.cli.common import OneLineParser, absolute_tracking_uri, common_parent, default_tracking_uri
 from scanner.errors import Interrupted, SweepFailed
 from trainables.errors import BadInput
 
-VERBS = (data, train, run, resume, report, evaluate, ui, slurm)
+VERBS = (data, train, run, resume, report, evaluate, export, explain, ui, slurm)
 
 __all__ = ["build_parser", "main", "absolute_tracking_uri", "default_tracking_uri"]
 

@@ -1,0 +1,187 @@
+"""`scanner export TARGET --out model.onnx`: the trial's evaluated model as one ONNX file, checked on real events.
+
+    scanner export best-of:demo --out demo.onnx                       # the sweep's best trial
+    scanner export run:3f2a... --out m.onnx --opset 20 --tolerance 1e-5
+    scanner export scans/_train/demo/<run>/best --out m.onnx --parity-data moved/lartpc.h5   # no run: nothing logged
+
+TARGET: ``run:<id>`` or a bare run id, ``best-of:<sweep>``, or a checkpoint folder (the one holding state.pt).
+This module also holds the TARGET resolution that ``scanner explain`` shares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scanner.cli.common import example_help
+from trainables.config import DataConfig
+from trainables.contract import Artifact, Tag
+from trainables.errors import BadInput
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+EXPORT_ARTIFACT_DIR = "export"  # the .onnx file's folder on the run
+
+
+def register(sub, parent) -> None:
+    p = sub.add_parser(
+        "export", parents=[parent],
+        help="write a trial's model as one ONNX file, checked against PyTorch on validation events",
+        description="Export the evaluated model of one trial (EMA weights when EMA was on) to ONNX. The graph takes "
+                    "the images as stored (N, C, H, W) cast to float32, divides by the file's pixel scale and returns "
+                    "scores (softmax) or pred, as predictions.h5. Parity with PyTorch is checked on every export; "
+                    "above --tolerance the export is refused (exit 1) and nothing is written.",
+        **example_help("scanner export best-of:demo --out demo.onnx"),
+    )
+    p.add_argument("target", help="run:<id> | <run id> | best-of:<sweep> | a checkpoint folder")
+    p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18..23 (default 18: the most widely loadable)")
+    p.add_argument("--parity-data", type=Path, metavar="FILE",
+                   help="the trial's events file, when it has moved (default: the file the trial trained on)")
+    p.add_argument("--parity-events", type=int, default=256, metavar="N",
+                   help="validation events of the parity check (default 256)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted max |Δ| (default 1e-4)")
+    p.set_defaults(handler=run_export)
+
+
+# --------------------------------------------------------------------------------------------- TARGET resolution
+
+
+@dataclass
+class TrialTarget:
+    checkpoint: Path
+    run_id: str | None = None  # None: a checkpoint folder given directly, nothing is logged
+    run_tags: dict[str, str] = field(default_factory=dict)
+    data_block: dict[str, Any] | None = None  # the sweep's `data:` (scan.json of the parent run), if any
+
+
+def resolve_trial(target: str, tracking_uri: str) -> TrialTarget:
+    """A checkpoint folder as is; ``run:``/``best-of:``/a bare run id through MLflow (scanner.targets)."""
+    from scanner.targets import PREFIXES, resolve_run
+
+    path = Path(target).expanduser()
+    if not target.startswith(PREFIXES) and (path.is_dir() or path.name == Artifact.STATE):
+        folder = path.parent if path.name == Artifact.STATE else path
+        if not (folder / Artifact.STATE).is_file():
+            raise BadInput(f"{folder}: no {Artifact.STATE} in this folder; expected a trial's checkpoint folder; "
+                           "fix: pass the folder in the run's scan.checkpoint tag, or run:<id> / best-of:<sweep>")
+        return TrialTarget(folder.resolve())
+    _check_store(tracking_uri, target)
+    resolved = resolve_run(target, tracking_uri)
+    client = _client(tracking_uri)
+    run = client.get_run(resolved.run_id)
+    return TrialTarget(Path(resolved.checkpoint), resolved.run_id, dict(run.data.tags),
+                       _sweep_data_block(client, run.data.tags.get(Tag.PARENT_RUN_ID)))
+
+
+def _check_store(tracking_uri: str, target: str) -> None:
+    """A sqlite store that does not exist would be created empty by MlflowClient: say so instead."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+        raise BadInput(f"'{target}': not a checkpoint folder, and there is no MLflow store at {tracking_uri}; "
+                       "fix: run in the sweep's folder, pass --tracking-uri, or give the checkpoint folder")
+
+
+def _client(tracking_uri: str) -> "MlflowClient":
+    from mlflow.tracking import MlflowClient  # heavy: not for --help
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _sweep_data_block(client: "MlflowClient", parent_run_id: str | None) -> dict[str, Any] | None:
+    """The sweep's resolved ``data:`` (dataset names, select, split fractions): it decides the validation split."""
+    if not parent_run_id:
+        return None  # a `scanner train` run: the checkpoint's own data path is all there is
+    with tempfile.TemporaryDirectory(prefix="scanner-target-") as tmp:
+        names = {f.path for f in client.list_artifacts(parent_run_id)}
+        if Artifact.SCAN_JSON not in names:
+            return None
+        local = client.download_artifacts(parent_run_id, Artifact.SCAN_JSON, tmp)
+        info = json.loads(Path(local).read_text())
+    return (info.get("space") or {}).get("data")
+
+
+def trial_data(target: TrialTarget, moved_to: Path | None) -> DataConfig | None:
+    """The events file and its dataset names: the sweep's ``data:`` with the path replaced by ``moved_to`` when
+    given; None = the file the checkpoint names (trainables.trial_model.load_trial)."""
+    if moved_to is not None and not Path(moved_to).is_file():
+        raise BadInput(f"{moved_to}: file not found; fix: give the trial's HDF5 events file")
+    if target.data_block:
+        block = dict(target.data_block)
+        if moved_to is not None:
+            block["path"] = str(Path(moved_to).resolve())
+        return DataConfig.from_dict(block, where="the sweep's data")
+    return DataConfig(path=str(Path(moved_to).resolve())) if moved_to is not None else None
+
+
+def check_writable_file(out: Path, flag: str = "--out") -> Path:
+    """Refuse an unwritable destination before minutes of work, not after."""
+    out = Path(out).expanduser().resolve()
+    if out.is_dir():
+        raise BadInput(f"{flag} {out}: is a folder; fix: give a file name, e.g. {out / 'model.onnx'}")
+    folder = out.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise BadInput(f"{flag} {out}: {folder} is not a writable folder; fix: choose a writable place")
+    return out
+
+
+def provenance(target: TrialTarget, meta: dict[str, Any]) -> tuple[str, str | None]:
+    """The training code's git sha and the data hash, from the run's tags, else the checkpoint's meta."""
+    git = target.run_tags.get(Tag.GIT_SHA) or meta.get("git_sha") or ""
+    return git, target.run_tags.get(Tag.DATA_HASH) or meta.get("data_hash")
+
+
+# --------------------------------------------------------------------------------------------------- the verb
+
+
+def run_export(args) -> int:
+    from trainables.data import data_hash  # torch, onnx and onnxruntime: not for --help
+    from trainables.export import DEFAULT_OPSET, ParityRefused, export_trial, onnx_metadata
+    from trainables.trial_model import load_trial, read_stored
+
+    if args.parity_events < 1:
+        raise BadInput(f"--parity-events {args.parity_events}: give a number of events >= 1")
+    if not args.tolerance >= 0:
+        raise BadInput(f"--tolerance {args.tolerance}: give a non-negative number, e.g. 1e-4")
+    out = check_writable_file(args.out)
+    target = resolve_trial(args.target, args.tracking_uri)
+    trial = load_trial(target.checkpoint, trial_data(target, args.parity_data))
+    git, hashed = provenance(target, trial.meta)
+    trial.data_hash = hashed or data_hash(trial.data.path)
+    index, images = read_stored(trial.data, trial.task, "val", args.parity_events)
+    opset = args.opset if args.opset is not None else DEFAULT_OPSET
+    metadata = onnx_metadata(trial, target.run_id or "", git)
+    where = f"{len(index)} validation events of {trial.data.path}"
+    try:
+        result = export_trial(trial, images, out, opset, args.tolerance, metadata)
+    except ParityRefused as refused:
+        _log_parity(args.tracking_uri, target.run_id, refused.parity.metrics())
+        print(f"scanner export: {trial.name} ({trial.weights}) on {where}: {refused}", file=sys.stderr)
+        return 1
+    parity = result.parity
+    print(f"parity on {where}: max |Δ| {parity.max_abs_diff:.3g} (tolerance {args.tolerance:.3g}), "
+          f"argmax agreement {parity.agreement_text()}")
+    _log_parity(args.tracking_uri, target.run_id, parity.metrics())
+    logged = ""
+    if target.run_id:
+        _client(args.tracking_uri).log_artifact(target.run_id, str(out), EXPORT_ARTIFACT_DIR)
+        logged = f"; logged to run {target.run_id} as {EXPORT_ARTIFACT_DIR}/{out.name}"
+    print(f"wrote {trial.name} ({trial.weights} weights, opset {result.opset}, input {trial.image_shape} "
+          f"float32, output '{trial.output_name}'){logged}:")
+    print(out)
+    return 0
+
+
+def _log_parity(tracking_uri: str, run_id: str | None, metrics: dict[str, float]) -> None:
+    if not run_id:
+        return
+    client = _client(tracking_uri)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
