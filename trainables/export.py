@@ -13,6 +13,7 @@ and returns ``scores`` (softmax) or ``pred``: what the trial's ``predictions.h5`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ DEFAULT_OPSET = 18
 OPSETS = range(18, 24)  # torch 2.14's exporter: 18 .. 23
 INPUT_NAME = "images"
 PARITY_BATCH = 64  # events per run in the parity check: bounded memory for resnet50 at 512x512 too
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the exporter colours its messages; a one-line error has no terminal codes
 PROTOBUF_LIMIT = 2**31 - 1  # one protobuf message: beyond it ONNX needs an external-data side file
 
 
@@ -115,7 +117,7 @@ def to_onnx(module: StoredImagesModel, example: torch.Tensor, opset: int, output
         )
     except torch.onnx.errors.OnnxExporterError as exc:
         raise BadInput(f"model '{model_name}' cannot be exported to ONNX (opset {opset}): "
-                       f"{_first_line(exc)}") from exc
+                       f"{_first_line(_root_cause(exc))}") from exc
     proto = program.model_proto
     written = {o.domain: o.version for o in proto.opset_import}.get("", None)
     if written != opset:
@@ -124,8 +126,15 @@ def to_onnx(module: StoredImagesModel, example: torch.Tensor, opset: int, output
     return proto
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The exporter wraps the reason (e.g. "No ONNX function found for aten.linalg_eig") in two layers of advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in ANSI.sub("", str(exc)).splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 

@@ -94,16 +94,17 @@ def load_trial(checkpoint: Path, data: DataConfig | None = None) -> TrialModel:
     state = checkpoint_state(checkpoint)
     meta = dict(state["meta"])
     data = data or _named_data(meta, checkpoint)
+    events = open_events(data, meta["task"])
+    # older checkpoints only know the channels: (C, H, W) of the file, if C matches
+    image_shape = tuple(int(s) for s in meta.get("image_shape") or (meta["in_channels"], *events.image_shape[1:]))
+    if tuple(events.image_shape) != image_shape:
+        raise BadInput(f"{data.path}: images are {tuple(events.image_shape)} (C, H, W) but the model of "
+                       f"{checkpoint} was trained on {image_shape}; fix: give the trial's own events file")
     cfg = TrialConfig.from_dict({**state["config"], "mode": "scratch", "init": None}, where=f"{checkpoint} config")
     model = build_model(cfg.replace(model=meta["model"]), meta["in_channels"], meta["num_outputs"])
     weights = next(k for k in WEIGHT_KEYS if state.get(k) is not None)
     model.load_state_dict(state[weights])
     model.eval()
-    events = open_events(data, meta["task"])
-    image_shape = tuple(int(s) for s in meta.get("image_shape") or events.image_shape)
-    if tuple(events.image_shape) != image_shape:
-        raise BadInput(f"{data.path}: images are {tuple(events.image_shape)} (C, H, W) but the model of "
-                       f"{checkpoint} was trained on {image_shape}; fix: give the trial's own events file")
     return TrialModel(
         model=model, name=meta["model"], task=meta["task"], weights=weights,
         class_names=meta.get("class_names"), target_names=meta.get("target_names"),
