@@ -102,12 +102,16 @@ def onnx_metadata(trial: TrialModel, run_id: str, git_sha: str) -> dict[str, str
     }
 
 
-def to_onnx(module: StoredImagesModel, example: torch.Tensor, opset: int, output_name: str,
-            model_name: str) -> onnx.ModelProto:
-    """The graph with a dynamic batch axis, at exactly ``opset``; BadInput (one line) when it cannot be made."""
+def check_opset(opset: int) -> None:
     if opset not in OPSETS:
         raise BadInput(f"--opset {opset}: torch {torch.__version__}'s exporter writes opsets "
                        f"{OPSETS.start}..{OPSETS.stop - 1}; fix: --opset {DEFAULT_OPSET} (the most widely loadable)")
+
+
+def to_onnx(module: StoredImagesModel, example: torch.Tensor, opset: int, output_name: str,
+            model_name: str) -> onnx.ModelProto:
+    """The graph with a dynamic batch axis, at exactly ``opset``; BadInput (one line) when it cannot be made."""
+    check_opset(opset)
     example = example if len(example) > 1 else example.repeat(2, 1, 1, 1)  # torch.export specialises a batch of 1
     try:
         program = torch.onnx.export(  # verbose=False: no progress lines of the exporter's own

@@ -143,9 +143,11 @@ def provenance(target: TrialTarget, meta: dict[str, Any]) -> tuple[str, str | No
 
 def run_export(args) -> int:
     from trainables.data import data_hash  # torch, onnx and onnxruntime: not for --help
-    from trainables.export import DEFAULT_OPSET, ParityRefused, export_trial, onnx_metadata
+    from trainables.export import DEFAULT_OPSET, ParityRefused, check_opset, export_trial, onnx_metadata
     from trainables.trial_model import load_trial, read_stored
 
+    opset = args.opset if args.opset is not None else DEFAULT_OPSET
+    check_opset(opset)
     if args.parity_events < 1:
         raise BadInput(f"--parity-events {args.parity_events}: give a number of events >= 1")
     if not args.tolerance >= 0:
@@ -156,7 +158,6 @@ def run_export(args) -> int:
     git, hashed = provenance(target, trial.meta)
     trial.data_hash = hashed or data_hash(trial.data.path)
     index, images = read_stored(trial.data, trial.task, "val", args.parity_events)
-    opset = args.opset if args.opset is not None else DEFAULT_OPSET
     metadata = onnx_metadata(trial, target.run_id or "", git)
     where = f"{len(index)} validation events of {trial.data.path}"
     try:

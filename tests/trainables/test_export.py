@@ -14,7 +14,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fixtures_checkpoint import tiny_checkpoint, tiny_regression_checkpoint, train_checkpoint  # noqa: F401
+from fixtures_checkpoint import (tiny_checkpoint, tiny_regression_checkpoint,  # noqa: F401  (pytest fixtures)
+                                 perturbed, train_checkpoint, with_meta)
 from trainables.config import DataConfig
 from trainables.data import write_synthetic
 from trainables.errors import BadInput
@@ -107,16 +108,6 @@ def test_regression_exports_pred_and_target_names(tiny_regression_checkpoint, ti
     np.testing.assert_allclose(onnx_outputs(result.path, read_images(trial.data, index)), pred, atol=1e-4, rtol=0)
 
 
-def perturbed(proto: onnx.ModelProto, shift: float = 0.05) -> onnx.ModelProto:
-    """The same graph with the head's bias moved: a wrong export that still loads and runs."""
-    broken = onnx.ModelProto()
-    broken.CopyFrom(proto)
-    bias = next(t for t in broken.graph.initializer if "head" in t.name and "bias" in t.name)
-    values = onnx.numpy_helper.to_array(bias) + np.float32(shift) * np.arange(1, len(onnx.numpy_helper.to_array(bias)) + 1)
-    bias.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), bias.name))
-    return broken
-
-
 def test_a_broken_graph_is_refused_and_nothing_is_written(tiny_checkpoint, tiny_h5, tmp_path):
     trial = load_trial(tiny_checkpoint, DataConfig(path=str(tiny_h5)))
     _, images = read_stored(trial.data, trial.task, "val", 128)
@@ -149,16 +140,6 @@ def test_an_opset_outside_the_exporters_range_is_one_line(tiny_checkpoint, tiny_
     with pytest.raises(BadInput, match=r"--opset 17: .* writes opsets 18\.\.23"):
         export_trial(trial, read_stored(trial.data, trial.task, "val", 4)[1], tmp_path / "m.onnx", opset=17)
     assert not (tmp_path / "m.onnx").exists()
-
-
-def with_meta(checkpoint: Path, folder: Path, **changes) -> Path:
-    """A copy of ``checkpoint`` whose meta has ``changes`` (None removes a key)."""
-    state = torch.load(checkpoint / "state.pt", weights_only=False)
-    state["meta"].update(changes)
-    state["meta"] = {k: v for k, v in state["meta"].items() if v is not None}
-    folder.mkdir(parents=True)
-    torch.save(state, folder / "state.pt")
-    return folder
 
 
 def test_a_data_file_of_other_images_is_refused(tiny_checkpoint, tmp_path):
