@@ -39,6 +39,8 @@ class Attribution(NamedTuple):
 Method = Callable[[nn.Module, torch.Tensor, list[int], "ExplainOptions"], Attribution]
 METHODS: Registry[Method] = Registry("attribution method")
 FORWARD_BATCH = 64  # events per plain forward pass when the outputs of the chosen events are computed
+DEDUP_FANOUT = 16  # occluded copies per captum call / forward batch: ~1 in 10 copies of a sparse event is new
+COPIES_BUDGET_BYTES = 256 << 20  # captum holds one call's copies at once: 2 GiB at 512x512x3 would not do
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,8 @@ class DedupForward:
     an empty patch changes nothing, and neighbouring patches often hide the same hits, so on sparse detector
     images most copies cost nothing. The outputs are the model's own, so the map is the one captum would draw."""
 
-    def __init__(self, module: nn.Module, event: torch.Tensor):
-        self.module, self.event = module, event
+    def __init__(self, module: nn.Module, event: torch.Tensor, batch: int = 64):
+        self.module, self.event, self.batch = module, event, batch
         self.cache: dict[bytes, torch.Tensor] = {}
         self.forwards = 0
 
@@ -103,22 +105,30 @@ class DedupForward:
         for row, key in enumerate(keys):
             if key not in self.cache and key not in new:
                 new[key] = row
-        if new:
-            rows = torch.tensor(list(new.values()), device=batch.device)
-            outputs = self.module(batch[rows])
+        rows = torch.tensor(list(new.values()), dtype=torch.long, device=batch.device)
+        outputs = [self.module(batch[rows[i:i + self.batch]]) for i in range(0, len(rows), self.batch)]
+        if outputs:
+            self.cache.update(zip(new, torch.cat(outputs)))
             self.forwards += len(rows)
-            self.cache.update(zip(new, outputs))
         return torch.stack([self.cache[key] for key in keys])
+
+
+def copies_per_call(event: torch.Tensor, batch: int) -> int:
+    """Occluded copies captum builds per call of the forward function: many more than one forward batch, because
+    most are not evaluated (``DedupForward``), so the new ones still fill whole batches; within a memory budget."""
+    per_copy = event.numel() * event.element_size()
+    return max(batch, min(batch * DEDUP_FANOUT, COPIES_BUDGET_BYTES // per_copy))
 
 
 @METHODS.register("occlusion", short="occlusion",
                   describe="the drop of the output when a {patch}x{patch} patch of one view is set to 0 "
                            "(captum Occlusion, stride {stride}); red: the patch supports it")
 def occlusion(module: nn.Module, event: torch.Tensor, targets: list[int], opts: ExplainOptions) -> Attribution:
-    forward = DedupForward(module, event)  # one per event: the second target's copies are all in its cache
+    forward = DedupForward(module, event, opts.batch)  # one per event: the second target's copies are all cached
     attribute = Occlusion(forward).attribute
     maps = [attribute(event, sliding_window_shapes=(1, opts.patch, opts.patch), strides=(1, opts.stride, opts.stride),
-                      baselines=0.0, target=t, perturbations_per_eval=opts.batch) for t in targets]
+                      baselines=0.0, target=t, perturbations_per_eval=copies_per_call(event, opts.batch))
+            for t in targets]
     return Attribution(torch.cat(maps), forward.forwards)
 
 
