@@ -2,7 +2,7 @@
 against one forward pass per patch at batch 1 (the seeds' way).
 
     python benchmarks/bench_explain.py                       # resnet18, 8x8 patch, stride 4, 64 copies per pass
-    python benchmarks/bench_explain.py --model small_cnn --batch 128 --event 3
+    python benchmarks/bench_explain.py --model small_cnn --batch 128 --event 3 --threads 1
 
 The event is a synthetic LArTPC event (`scanner data synth`, seed 0): by default the one of median occupancy among
 64. The maps are of resnet18's logit of its top class (random weights: a softmax near 1/3 would move by ~1e-6 and
@@ -119,7 +119,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="occluded copies per forward pass")
     parser.add_argument("--event", type=int, default=None, help="event of the 64 (default: median occupancy)")
     parser.add_argument("--skip-plain", action="store_true", help="do not time captum without de-duplication")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared machine 1 thread avoids OpenMP spinning against others
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

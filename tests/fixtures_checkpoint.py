@@ -65,7 +65,8 @@ def hand_run(client, experiment: str, checkpoint: Path, data_path: Path | None, 
     import tempfile
 
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    store = Path(client.tracking_uri[len("sqlite:///"):]).parent  # artifacts next to the store, not in the cwd
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, str(store / "artifacts"))
     run_tags = {"scan.checkpoint": str(checkpoint), **(tags or {})}
     if data_path is not None:
         parent = client.create_run(exp_id, run_name=experiment, tags={"scan.role": "parent"}).info.run_id
