@@ -24,7 +24,8 @@ from captum.attr import IntegratedGradients, Occlusion, Saliency
 from torch import nn
 
 from trainables.config import DataConfig
-from trainables.data.schema import open_h5, read_labels
+from trainables.data.schema import open_events, open_h5, read_labels
+from trainables.device import pick_device
 from trainables.errors import BadInput
 from trainables.registry import Registry
 from trainables.trial_model import TrialModel, read_images, spread
@@ -158,8 +159,6 @@ def describe(options: ExplainOptions) -> str:
 
 def pick_events(trial: TrialModel, n: int, split: str = "val") -> np.ndarray:
     """``n`` file indices of ``split``: as evenly over the classes as they allow (classification), else spread."""
-    from trainables.data.schema import open_events
-
     if n < 1:
         raise BadInput(f"--events {n}: give a number of events >= 1")
     available = open_events(trial.data, trial.task).split_indices[split]
@@ -206,12 +205,10 @@ def _outputs(module: nn.Module, images: np.ndarray, device: torch.device) -> np.
 def explain_events(trial: TrialModel, index: np.ndarray, options: ExplainOptions,
                    device: torch.device | None = None) -> Explanation:
     """Maps for ``index`` (file indices) with ``options.method``, on ``device`` (default: the trial's device)."""
-    from trainables.loop import pick_device  # the device a trial runs on
-
     options.check(trial.image_shape)
-    device = device or pick_device()
     index = np.asarray(index, dtype=np.int64)
-    images = read_images(trial.data, index)
+    images = read_images(trial.data, index)  # bad indices are refused before the device line is printed
+    device = device or pick_device()
     module = trial.stored_input_module().to(device).eval()
     outputs, truths = _outputs(module, images, device), _truth(trial.data, trial.task, index)
     method = METHODS.get(options.method)

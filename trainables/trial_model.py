@@ -19,15 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.checkpoint import load_state
+from trainables.checkpoint import evaluated_weights, load_state
 from trainables.config import DataConfig, TrialConfig
 from trainables.contract import Artifact
 from trainables.data.schema import EventFile, open_events, open_h5
 from trainables.errors import BadInput
-
-# The model that was evaluated: the loop's own copy (EMA or live, BatchNorm statistics as evaluation used them),
-# else the EMA weights (older checkpoints: EMA is what was evaluated when it was on), else the live weights.
-WEIGHT_KEYS = ("eval_model", "ema_model", "model")
+from trainables.loop import build_model
+from trainables.variants import trained_on
 
 
 @dataclass
@@ -37,7 +35,7 @@ class TrialModel:
     model: nn.Module  # in eval mode, on the CPU
     name: str  # registry name or timm:<name>
     task: str
-    weights: str  # which of WEIGHT_KEYS was loaded
+    weights: str  # which entry of state.pt was loaded: eval_model (the evaluated copy), else ema_model, else model
     class_names: list[str] | None
     target_names: list[str] | None
     pixel_scale: float
@@ -86,31 +84,29 @@ def checkpoint_state(checkpoint: Path) -> dict[str, Any]:
     return load_state(state_file)
 
 
-def load_trial(checkpoint: Path, data: DataConfig | None = None) -> TrialModel:
-    """Rebuild the evaluated model of ``checkpoint``. ``data`` defaults to the events file the checkpoint names
-    (``meta.data_path``); what ``meta`` lacks (older checkpoints: pixel scale, views, ...) is read from that file."""
-    from trainables.loop import build_model  # the loop imports the model zoo; keep it off this module's import
-
-    state = checkpoint_state(checkpoint)
+def load_trial(checkpoint: Path, data: DataConfig | None = None, state: dict[str, Any] | None = None) -> TrialModel:
+    """Rebuild the evaluated model of ``checkpoint`` (``state``: its state.pt, when already loaded). ``data``
+    defaults to the events file the checkpoint names (``meta.data_path``); what ``meta`` lacks (older checkpoints:
+    pixel scale, image shape, views) is read from that file (``trainables.variants.trained_on``)."""
+    state = state if state is not None else checkpoint_state(checkpoint)
     meta = dict(state["meta"])
     data = data or _named_data(meta, checkpoint)
-    events = open_events(data, meta["task"])
-    # older checkpoints only know the channels: (C, H, W) of the file, if C matches
-    image_shape = tuple(int(s) for s in meta.get("image_shape") or (meta["in_channels"], *events.image_shape[1:]))
-    if tuple(events.image_shape) != image_shape:
-        raise BadInput(f"{data.path}: images are {tuple(events.image_shape)} (C, H, W) but the model of "
-                       f"{checkpoint} was trained on {image_shape}; fix: give the trial's own events file")
+    trained = trained_on(state, data)
+    shape = tuple(open_events(data, trained.task).image_shape)
+    if shape != trained.image_shape or shape[0] != meta["in_channels"]:
+        raise BadInput(f"{data.path}: images are {shape} (C, H, W) but the model of {checkpoint} was trained on "
+                       f"{(meta['in_channels'], *trained.image_shape[1:])}; fix: give the trial's own events file")
     cfg = TrialConfig.from_dict({**state["config"], "mode": "scratch", "init": None}, where=f"{checkpoint} config")
     model = build_model(cfg.replace(model=meta["model"]), meta["in_channels"], meta["num_outputs"])
-    weights = next(k for k in WEIGHT_KEYS if state.get(k) is not None)
-    model.load_state_dict(state[weights])
+    weights = evaluated_weights(state)
+    model.load_state_dict(weights)
     model.eval()
     return TrialModel(
-        model=model, name=meta["model"], task=meta["task"], weights=weights,
+        model=model, name=meta["model"], task=trained.task, weights=next(k for k, v in state.items() if v is weights),
         class_names=meta.get("class_names"), target_names=meta.get("target_names"),
-        pixel_scale=float(meta.get("pixel_scale") or events.pixel_scale),
-        image_shape=image_shape,  # type: ignore[arg-type]
-        views=list(meta.get("views") or file_views(data, image_shape[0])),
+        pixel_scale=trained.pixel_scale, image_shape=shape,  # type: ignore[arg-type]
+        views=list(trained.views) if trained.views and len(trained.views) == shape[0] else
+        [f"view{i}" for i in range(shape[0])],
         data=data, data_hash=meta.get("data_hash"), checkpoint=Path(checkpoint), meta=meta,
     )
 
@@ -123,13 +119,6 @@ def _named_data(meta: dict[str, Any], checkpoint: Path) -> DataConfig:
         raise BadInput(f"{meta['data_path']}: the events file of {checkpoint} is gone (moved?); fix: give its new "
                        "place (export: --parity-data FILE, explain: --data FILE)")
     return DataConfig(path=str(meta["data_path"]))
-
-
-def file_views(data: DataConfig, channels: int) -> list[str]:
-    """The file's ``views`` attribute, else ``view0``, ``view1``, ... (one per channel)."""
-    with open_h5(data.path) as f:
-        views = [v.decode() if isinstance(v, bytes) else str(v) for v in f.attrs.get("views", [])]
-    return views if len(views) == channels else [f"view{i}" for i in range(channels)]
 
 
 def spread(indices: np.ndarray, n: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scanner.cli.common import example_help
-from scanner.cli.export import resolve_trial, trial_data
+from scanner.cli.export import resolve_trial
 from trainables.errors import BadInput
 
 EXPLAIN_ARTIFACT_DIR = "explain"  # the run's artifact folder; the report looks for it
@@ -66,8 +66,8 @@ def run_explain(args) -> int:
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: is a file; fix: give a folder, e.g. --out explain/")
-    target = resolve_trial(args.target, args.tracking_uri)
-    trial = load_trial(target.checkpoint, trial_data(target, args.data))
+    target = resolve_trial(args.target, args.tracking_uri, args.data)
+    trial = load_trial(target.checkpoint, target.data, target.state)
     options.check(trial.image_shape)
     chosen = np.asarray(index) if index is not None else pick_events(trial, args.events)
     explanation = explain_events(trial, chosen, options)

@@ -10,11 +10,10 @@ This module also holds the TARGET resolution that ``scanner explain`` shares.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sys
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from trainables.contract import Artifact, Tag
 from trainables.errors import BadInput
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 EXPORT_ARTIFACT_DIR = "export"  # the .onnx file's folder on the run
@@ -56,28 +56,43 @@ def register(sub, parent) -> None:
 @dataclass
 class TrialTarget:
     checkpoint: Path
-    run_id: str | None = None  # None: a checkpoint folder given directly, nothing is logged
-    run_tags: dict[str, str] = field(default_factory=dict)
-    data_block: dict[str, Any] | None = None  # the sweep's `data:` (scan.json of the parent run), if any
+    state: dict[str, Any]  # its state.pt, loaded once
+    run: "Run | None" = None  # None: a checkpoint folder given directly, nothing is logged
+    data: DataConfig | None = None  # the events file and dataset names it trained on, when known
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.info.run_id if self.run is not None else None
+
+    @property
+    def run_tags(self) -> dict[str, str]:
+        return dict(self.run.data.tags) if self.run is not None else {}
 
 
-def resolve_trial(target: str, tracking_uri: str) -> TrialTarget:
-    """A checkpoint folder as is; ``run:``/``best-of:``/a bare run id through MLflow (scanner.targets)."""
+def resolve_trial(target: str, tracking_uri: str, moved_to: Path | None = None) -> TrialTarget:
+    """A checkpoint folder as is; ``run:``/``best-of:``/a bare run id through MLflow (scanner.targets). The data:
+    ``moved_to`` under the sweep's dataset names, else the sweep's ``space.yaml``, else the file the checkpoint
+    names (scanner.systematics.training_data, as ``scanner evaluate`` finds it)."""
+    from scanner.systematics import training_data  # torch and MLflow: not for --help
     from scanner.targets import PREFIXES, resolve_run
+    from trainables.trial_model import checkpoint_state
 
+    if moved_to is not None and not Path(moved_to).is_file():
+        raise BadInput(f"{moved_to}: file not found; fix: give the trial's HDF5 events file")
     path = Path(target).expanduser()
+    run = None
     if not target.startswith(PREFIXES) and (path.is_dir() or path.name == Artifact.STATE):
-        folder = path.parent if path.name == Artifact.STATE else path
-        if not (folder / Artifact.STATE).is_file():
-            raise BadInput(f"{folder}: no {Artifact.STATE} in this folder; expected a trial's checkpoint folder; "
-                           "fix: pass the folder in the run's scan.checkpoint tag, or run:<id> / best-of:<sweep>")
-        return TrialTarget(folder.resolve())
-    _check_store(tracking_uri, target)
-    resolved = resolve_run(target, tracking_uri)
-    client = _client(tracking_uri)
-    run = client.get_run(resolved.run_id)
-    return TrialTarget(Path(resolved.checkpoint), resolved.run_id, dict(run.data.tags),
-                       _sweep_data_block(client, run.data.tags.get(Tag.PARENT_RUN_ID)))
+        folder = (path.parent if path.name == Artifact.STATE else path).resolve()
+    else:
+        _check_store(tracking_uri, target)
+        resolved = resolve_run(target, tracking_uri)
+        folder, run = Path(resolved.checkpoint), _client(tracking_uri).get_run(resolved.run_id)
+    state = checkpoint_state(folder)
+    data = training_data(run, _client(tracking_uri), state["meta"], {}) if run is not None else None
+    if moved_to is not None:
+        moved = str(Path(moved_to).resolve())
+        data = dataclasses.replace(data, path=moved) if data is not None else DataConfig(path=moved)
+    return TrialTarget(folder, state, run, data)
 
 
 def _check_store(tracking_uri: str, target: str) -> None:
@@ -91,32 +106,6 @@ def _client(tracking_uri: str) -> "MlflowClient":
     from mlflow.tracking import MlflowClient  # heavy: not for --help
 
     return MlflowClient(tracking_uri=tracking_uri)
-
-
-def _sweep_data_block(client: "MlflowClient", parent_run_id: str | None) -> dict[str, Any] | None:
-    """The sweep's resolved ``data:`` (dataset names, select, split fractions): it decides the validation split."""
-    if not parent_run_id:
-        return None  # a `scanner train` run: the checkpoint's own data path is all there is
-    with tempfile.TemporaryDirectory(prefix="scanner-target-") as tmp:
-        names = {f.path for f in client.list_artifacts(parent_run_id)}
-        if Artifact.SCAN_JSON not in names:
-            return None
-        local = client.download_artifacts(parent_run_id, Artifact.SCAN_JSON, tmp)
-        info = json.loads(Path(local).read_text())
-    return (info.get("space") or {}).get("data")
-
-
-def trial_data(target: TrialTarget, moved_to: Path | None) -> DataConfig | None:
-    """The events file and its dataset names: the sweep's ``data:`` with the path replaced by ``moved_to`` when
-    given; None = the file the checkpoint names (trainables.trial_model.load_trial)."""
-    if moved_to is not None and not Path(moved_to).is_file():
-        raise BadInput(f"{moved_to}: file not found; fix: give the trial's HDF5 events file")
-    if target.data_block:
-        block = dict(target.data_block)
-        if moved_to is not None:
-            block["path"] = str(Path(moved_to).resolve())
-        return DataConfig.from_dict(block, where="the sweep's data")
-    return DataConfig(path=str(Path(moved_to).resolve())) if moved_to is not None else None
 
 
 def check_writable_file(out: Path, flag: str = "--out") -> Path:
@@ -153,8 +142,8 @@ def run_export(args) -> int:
     if not args.tolerance >= 0:
         raise BadInput(f"--tolerance {args.tolerance}: give a non-negative number, e.g. 1e-4")
     out = check_writable_file(args.out)
-    target = resolve_trial(args.target, args.tracking_uri)
-    trial = load_trial(target.checkpoint, trial_data(target, args.parity_data))
+    target = resolve_trial(args.target, args.tracking_uri, args.parity_data)
+    trial = load_trial(target.checkpoint, target.data, target.state)
     git, hashed = provenance(target, trial.meta)
     trial.data_hash = hashed or data_hash(trial.data.path)
     index, images = read_stored(trial.data, trial.task, "val", args.parity_events)

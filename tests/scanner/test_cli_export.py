@@ -70,7 +70,7 @@ def test_a_broken_export_exits_1_and_leaves_nothing(store, tiny_checkpoint, tiny
 EXPECTED = {"unknown run": "no MLflow run 0123456789abcdef", "unknown sweep": "no sweep named 'nosuch'",
             "no store": "there is no MLflow store at", "missing data": "moved.h5: file not found",
             "out in a file": "a_file is not a writable folder", "opset": "--opset 7: ",
-            "not a checkpoint": "no state.pt in this folder", "no data": "does not name its events file"}
+            "not a checkpoint": "no state.pt here", "no data": "does not name its events file"}
 
 
 @pytest.mark.parametrize("case", EXPECTED)
@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_and_exit_2(case, store, tiny_checkpoint, tmp_path
         "out in a file": [run_id, "--tracking-uri", uri, "--out", str(tmp_path / "a_file" / "m.onnx")],
         "opset": [str(tiny_checkpoint), "--opset", "7", "--parity-data", str(tmp_path / "a_file")],
         "not a checkpoint": [str(tmp_path / "empty")],
-        # neither a sweep's scan.json nor a data_path in the checkpoint
+        # neither a sweep's space.yaml nor a data_path in the checkpoint
         "no data": [hand_run(client, "exp", with_meta(tiny_checkpoint, tmp_path / "old", data_path=None), None),
                     "--tracking-uri", uri],
     }[case]

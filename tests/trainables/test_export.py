@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from fixtures_checkpoint import (tiny_checkpoint, tiny_regression_checkpoint,  # noqa: F401  (pytest fixtures)
-                                 perturbed, train_checkpoint, with_meta)
+                                 perturbed, with_meta)
+from fixtures_evaluate import train_tiny
 from trainables.config import DataConfig
 from trainables.data import write_synthetic
 from trainables.errors import BadInput
@@ -50,7 +51,7 @@ def stored_predictions(checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("model", EXPORT_CASES)
 def test_every_tiny_variant_exports_and_matches_its_predictions(model, small_h5, tmp_path, one_torch_thread):
-    checkpoint = train_checkpoint(small_h5, tmp_path / "best", model=model)
+    checkpoint = train_tiny(small_h5, tmp_path / "best", model=model)
     trial = load_trial(checkpoint, DataConfig(path=str(small_h5)))
     _, images = read_stored(trial.data, trial.task, "val", 256)
     out = tmp_path / "model.onnx"
@@ -80,9 +81,18 @@ def test_graph_has_dynamic_batch_stated_opset_and_metadata(tiny_checkpoint, tiny
     assert json.loads(meta["views"]) == ["xz", "yz"] and json.loads(meta["input_shape"]) == [2, 32, 32]
     assert float(meta["pixel_scale"]) == pytest.approx(trial.pixel_scale) and meta["run_id"] == "abc123"
     assert meta["model"] == "small_cnn_tiny" and "dynamo=True" in meta["exporter"]
-    assert trial.weights == "ema_model"  # this checkpoint had EMA on and no eval_model: the EMA weights are exported
     for n in (1, 5):  # any batch size
         assert onnx_outputs(out, images[:n]).shape == (n, 3)
+
+
+def test_the_evaluated_weights_are_exported(tiny_checkpoint, tiny_h5, tmp_path):
+    """eval_model (the evaluated copy, BatchNorm statistics as evaluation used them); in older checkpoints the EMA
+    weights when EMA was on, else the live ones."""
+    data = DataConfig(path=str(tiny_h5))
+    assert load_trial(tiny_checkpoint, data).weights == "eval_model"
+    assert load_trial(with_meta(tiny_checkpoint, tmp_path / "old", drop=("eval_model",)), data).weights == "ema_model"
+    plain = with_meta(tiny_checkpoint, tmp_path / "plain", drop=("eval_model", "ema_model"))
+    assert load_trial(plain, data).weights == "model"
 
 
 def test_the_graph_takes_raw_stored_images(tiny_checkpoint, tiny_h5, tmp_path):
