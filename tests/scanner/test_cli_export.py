@@ -5,6 +5,7 @@ export exits 1 leaving nothing, bad input is one line and exit 2."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import onnx
 import pytest
@@ -15,8 +16,9 @@ from scanner.cli import main
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, empty_mlflow_db):
     folder = tmp_path_factory.mktemp("export_store")
+    shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")  # MLflow's schema, built once per session
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     return uri, MlflowClient(tracking_uri=uri)
 

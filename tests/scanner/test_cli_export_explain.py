@@ -5,6 +5,7 @@ line and exit 2."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -16,8 +17,9 @@ from trainables.explain import METHODS
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, empty_mlflow_db):
     folder = tmp_path_factory.mktemp("explain_store")
+    shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")  # MLflow's schema, built once per session
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     return uri, MlflowClient(tracking_uri=uri)
 

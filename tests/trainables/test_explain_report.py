@@ -4,6 +4,7 @@ sqlite MLflow run under explain/, downloaded as the report downloads artifacts, 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -18,9 +19,11 @@ from trainables.explain_files import INDEX_JSON, write_explanation
 from trainables.trial_model import load_trial
 
 
-def test_the_report_shows_a_few_maps_per_class_from_a_runs_explain_artifacts(tiny_checkpoint, tiny_h5, tmp_path):
+def test_the_report_shows_a_few_maps_per_class_from_a_runs_explain_artifacts(tiny_checkpoint, tiny_h5, tmp_path,
+                                                                               empty_mlflow_db):
     trial = load_trial(tiny_checkpoint, DataConfig(path=str(tiny_h5)))
     explanation = explain_events(trial, pick_events(trial, 9), ExplainOptions(method="saliency"))
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")  # MLflow's schema, built once per session
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("hand", str(tmp_path / "art"))).info.run_id
     for path in write_explanation(explanation, tmp_path / "written", run_id):
