@@ -4,7 +4,7 @@
     options = ExplainOptions(method="occlusion", patch=8, stride=4)
     index = pick_events(trial, n=6)                                 # spread evenly over the classes
     explanation = explain_events(trial, index, options)             # maps per event, target and view
-    files = write_explanation(explanation, Path("explain"))         # event_<i>.png, explain.html, explain.json
+    files = write_explanation(explanation, Path("explain"))         # trainables.explain_files: PNGs, html, json
 
 Maps are taken of what ``predictions.h5`` holds, as a function of the images as stored: the softmax score of the
 predicted and of the true class (classification), or each predicted target (regression). Occlusion is batched
@@ -29,7 +29,6 @@ from trainables.device import pick_device
 from trainables.errors import BadInput
 from trainables.registry import Registry
 from trainables.trial_model import TrialModel, read_images, spread
-
 
 
 class Attribution(NamedTuple):
@@ -60,7 +59,7 @@ class ExplainOptions:
                            f"(the {h}x{w} images) and stride >= 1; fix: e.g. --patch {max(1, min(8, h, w))} "
                            "--stride 4")
         if self.batch < 1 or self.steps < 1:
-            raise BadInput(f"batch {self.batch} / steps {self.steps}: expected >= 1")
+            raise BadInput(f"--batch {self.batch} (steps {self.steps}): expected >= 1; fix: e.g. --batch 64")
 
 
 @dataclass
@@ -127,9 +126,10 @@ def copies_per_call(event: torch.Tensor, batch: int) -> int:
 def occlusion(module: nn.Module, event: torch.Tensor, targets: list[int], opts: ExplainOptions) -> Attribution:
     forward = DedupForward(module, event, opts.batch)  # one per event: the second target's copies are all cached
     attribute = Occlusion(forward).attribute
-    maps = [attribute(event, sliding_window_shapes=(1, opts.patch, opts.patch), strides=(1, opts.stride, opts.stride),
-                      baselines=0.0, target=t, perturbations_per_eval=copies_per_call(event, opts.batch))
-            for t in targets]
+    with torch.no_grad():  # cached outputs must not hold autograd graphs
+        maps = [attribute(event, sliding_window_shapes=(1, opts.patch, opts.patch),
+                          strides=(1, opts.stride, opts.stride), baselines=0.0, target=t,
+                          perturbations_per_eval=copies_per_call(event, opts.batch)) for t in targets]
     return Attribution(torch.cat(maps), forward.forwards)
 
 
