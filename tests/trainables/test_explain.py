@@ -5,6 +5,7 @@ and the files (PNGs, explain.html, explain.json, maps.npz) are written and repla
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from fixtures_checkpoint import tiny_checkpoint, tiny_regression_checkpoint  # n
 from trainables.config import DataConfig
 from trainables.data.schema import open_events, read_labels
 from trainables.errors import BadInput
-from trainables.explain import METHODS, DedupForward, ExplainOptions, _quotas, explain_events, pick_events
+from trainables.explain import METHODS, ExplainOptions, _quotas, explain_events, pick_events, plan_occlusion
 from trainables.explain_files import INDEX_JSON, write_explanation
 from trainables.trial_model import StoredImagesModel, load_trial, read_images
 
@@ -73,19 +74,30 @@ def test_gradient_methods_see_only_the_known_patch(method):
         assert nonzero[VIEW][ROWS, COLS].all() and nonzero.sum() == 64  # exactly the 8x8 patch of the view
 
 
-def test_dedup_forward_is_captums_own_map_with_fewer_passes(tiny_checkpoint, tiny_h5):
+@pytest.mark.parametrize("size", [32, 30])  # 30: the last window of each row is clipped at the edge, as captum's
+def test_occlusion_is_captums_map_with_fewer_passes(size, tiny_checkpoint, tiny_h5):
     trial = load_trial(tiny_checkpoint, DataConfig(path=str(tiny_h5)))
     module = trial.stored_input_module()
-    event = torch.from_numpy(read_images(trial.data, np.array([5]))[0][None])  # sparse: ~1 % of pixels lit
-    kwargs = dict(sliding_window_shapes=(1, 8, 8), strides=(1, 4, 4), baselines=0.0, target=1,
-                  perturbations_per_eval=16)
+    event = torch.from_numpy(read_images(trial.data, np.array([5]))[0][None, :, :size, :size]).contiguous()
+    assert 0 < (event != 0).float().mean() < 0.2  # a sparse event (at 32x32 ~10 % of the pixels are lit)
+    ours, forwards = METHODS.get("occlusion")(module, event, [1, 2], ExplainOptions(batch=8))
+    windows = 2 * (math.ceil((size - 8) / 4) + 1) ** 2
+    assert 1 < forwards < windows  # empty and equivalent windows were not evaluated
     with torch.no_grad():
-        plain = Occlusion(module).attribute(event, **kwargs)
-        counted = DedupForward(module, event)
-        deduplicated = Occlusion(counted).attribute(event, **kwargs)
-    torch.testing.assert_close(deduplicated, plain, atol=1e-6, rtol=0)
-    assert plain.abs().max() > 0
-    assert 1 < counted.forwards < 1 + 2 * 7 * 7  # empty and equivalent patches were not evaluated again
+        for k, target in enumerate([1, 2]):
+            theirs = Occlusion(module).attribute(event, sliding_window_shapes=(1, 8, 8), strides=(1, 4, 4),
+                                                 baselines=0.0, target=target, perturbations_per_eval=16)
+            assert theirs.abs().max() > 1e-4
+            torch.testing.assert_close(ours[k], theirs[0], atol=1e-6, rtol=0)
+
+
+def test_occlusion_plan_groups_windows_hiding_the_same_hits():
+    image = np.zeros((1, 8, 8), np.float32)
+    image[0, 3, 3] = 5.0  # hidden by the four 4x4 windows at rows 0, 2 and columns 0, 2 (stride 2): one copy
+    image[0, 6, 6] = 2.0  # hidden by the window at (4, 4) only
+    plan = plan_occlusion(image, patch=4, stride=2)
+    assert len(plan.windows) == 9 and sum(not key for key in plan.hidden) == 4  # these leave the event as it is
+    assert len(plan.first) == 2  # two distinct copies: without the first hit, or without the second
 
 
 def test_events_are_spread_over_the_classes(tiny_checkpoint, tiny_h5):
