@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scanner.cli.common import example_help
-from scanner.cli.export import resolve_trial
+from scanner.cli.export import resolve_trial, tracking_client
 from trainables.errors import BadInput
 
 EXPLAIN_ARTIFACT_DIR = "explain"  # the run's artifact folder; the report looks for it
@@ -75,9 +75,7 @@ def run_explain(args) -> int:
     print(f"{args.method} maps of {len(explanation.events)} events ({trial.name}, {trial.weights} weights, "
           f"{explanation.forwards} model evaluations)")
     if target.run_id:
-        from mlflow.tracking import MlflowClient  # heavy: only when there is a run to log to
-
-        client = MlflowClient(tracking_uri=args.tracking_uri)
+        client = tracking_client(args.tracking_uri)
         for path in files:
             client.log_artifact(target.run_id, str(path), EXPLAIN_ARTIFACT_DIR)
         print(f"logged to run {target.run_id} under {EXPLAIN_ARTIFACT_DIR}/")

@@ -84,28 +84,20 @@ def resolve_trial(target: str, tracking_uri: str, moved_to: Path | None = None) 
     if not target.startswith(PREFIXES) and (path.is_dir() or path.name == Artifact.STATE):
         folder = (path.parent if path.name == Artifact.STATE else path).resolve()
     else:
-        _check_store(tracking_uri, target)
-        resolved = resolve_run(target, tracking_uri)
-        folder, run = Path(resolved.checkpoint), _client(tracking_uri).get_run(resolved.run_id)
+        resolved = resolve_run(target, tracking_uri)  # a missing store is one line there, and none is created
+        folder, run = Path(resolved.checkpoint), tracking_client(tracking_uri).get_run(resolved.run_id)
     state = checkpoint_state(folder)
-    data = training_data(run, _client(tracking_uri), state["meta"], {}) if run is not None else None
+    data = training_data(run, tracking_client(tracking_uri), state["meta"], {}) if run is not None else None
     if moved_to is not None:
         moved = str(Path(moved_to).resolve())
         data = dataclasses.replace(data, path=moved) if data is not None else DataConfig(path=moved)
     return TrialTarget(folder, state, run, data)
 
 
-def _check_store(tracking_uri: str, target: str) -> None:
-    """A sqlite store that does not exist would be created empty by MlflowClient: say so instead."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
-        raise BadInput(f"'{target}': not a checkpoint folder, and there is no MLflow store at {tracking_uri}; "
-                       "fix: run in the sweep's folder, pass --tracking-uri, or give the checkpoint folder")
+def tracking_client(tracking_uri: str) -> "MlflowClient":
+    from reports import client_for  # MLflow is slow to import: not for --help
 
-
-def _client(tracking_uri: str) -> "MlflowClient":
-    from mlflow.tracking import MlflowClient  # heavy: not for --help
-
-    return MlflowClient(tracking_uri=tracking_uri)
+    return client_for(tracking_uri)
 
 
 def check_writable_file(out: Path, flag: str = "--out") -> Path:
@@ -161,7 +153,7 @@ def run_export(args) -> int:
     _log_parity(args.tracking_uri, target.run_id, parity.metrics())
     logged = ""
     if target.run_id:
-        _client(args.tracking_uri).log_artifact(target.run_id, str(out), EXPORT_ARTIFACT_DIR)
+        tracking_client(args.tracking_uri).log_artifact(target.run_id, str(out), EXPORT_ARTIFACT_DIR)
         logged = f"; logged to run {target.run_id} as {EXPORT_ARTIFACT_DIR}/{out.name}"
     print(f"wrote {trial.name} ({trial.weights} weights, opset {result.opset}, input {trial.image_shape} "
           f"float32, output '{trial.output_name}'){logged}:")
@@ -172,6 +164,6 @@ def run_export(args) -> int:
 def _log_parity(tracking_uri: str, run_id: str | None, metrics: dict[str, float]) -> None:
     if not run_id:
         return
-    client = _client(tracking_uri)
+    client = tracking_client(tracking_uri)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)

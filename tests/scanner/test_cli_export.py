@@ -70,7 +70,7 @@ def test_a_broken_export_exits_1_and_leaves_nothing(store, tiny_checkpoint, tiny
 
 
 EXPECTED = {"unknown run": "no MLflow run 0123456789abcdef", "unknown sweep": "no sweep named 'nosuch'",
-            "no store": "there is no MLflow store at", "missing data": "moved.h5: file not found",
+            "no store": "no MLflow store at", "missing data": "moved.h5: file not found",
             "out in a file": "a_file is not a writable folder", "opset": "--opset 7: ",
             "not a checkpoint": "no state.pt here", "no data": "does not name its events file"}
 
