@@ -17,13 +17,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The demo starts clean each time (its own folder, store and scans), so a second `make demo` works too.
+# The demo starts clean each time (its own folder, store and scans), so a second `make demo` works too. It runs a
+# sweep (with seed replicas of its finalists), evaluates the finals on a noisier detector, draws what the best trial
+# looks at, exports it to ONNX (checked against PyTorch), and writes the report that shows all of it.
 demo: install
-	rm -rf $(DEMO)/scans $(DEMO)/mlflow.db $(DEMO)/report
+	rm -rf $(DEMO)/scans $(DEMO)/mlflow.db $(DEMO)/mlruns $(DEMO)/report $(DEMO)/explain $(DEMO)/demo.onnx
 	mkdir -p $(DEMO)
 	cd $(DEMO) && ../$(SCANNER) data synth --out lartpc_demo.h5 --events 3000 --size 32 --seed 0
 	cd $(DEMO) && ../$(SCANNER) data inspect lartpc_demo.h5 --display lartpc_demo.png
 	cd $(DEMO) && ../$(SCANNER) run ../search_spaces/demo.yaml
+	cd $(DEMO) && ../$(SCANNER) data synth --out lartpc_demo_noisy.h5 --events 3000 --size 32 --seed 0 --noise 0.2 --dead-wires 0.05
+	cd $(DEMO) && ../$(SCANNER) evaluate finals-of:demo --data lartpc_demo_noisy.h5 --label noisy
+	cd $(DEMO) && ../$(SCANNER) explain best-of:demo --events 6 --out explain
+	cd $(DEMO) && ../$(SCANNER) export best-of:demo --out demo.onnx
 	cd $(DEMO) && ../$(SCANNER) report demo --out report
 	@echo "demo done: open $(DEMO)/report/index.html  (MLflow UI: cd $(DEMO) && ../$(SCANNER) ui)"
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from reports import _detail, _plots, _plots_detail
 from reports._fetch_extra import read_confusion
+from reports._explain import explain_blocks
 from reports._gather import GPU_MEMORY_TOTAL, GPU_PLOTTED, STEP_TIME, TELEMETRY, Details
 from reports._rank import Ranking, short_id
 from reports._render import Section, Table, column_decimals, fmt, fmt_fixed, fmt_param
@@ -30,6 +31,8 @@ def best_trial_section(ranking: Ranking, details: Details) -> Section:
         blocks += _classification_blocks(ranking, details)
     else:
         blocks += _regression_blocks(ranking, details)
+    if details.explain_dir is not None:  # `scanner explain` ran on the leader: what the network looks at
+        blocks += explain_blocks(details.explain_dir)
     return Section("Best trial in detail", blocks, "best")
 
 

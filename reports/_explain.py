@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 from reports._plots import Figure
+from trainables.contract import Artifact
 
-INDEX_JSON = "explain.json"  # trainables.explain_files.INDEX_JSON (reports cannot import torch-side modules)
+INDEX_JSON = Artifact.EXPLAIN_INDEX
 PER_CLASS = 2  # events per true class: enough to see a pattern, few enough for one page
 
 

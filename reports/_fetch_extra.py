@@ -86,6 +86,16 @@ def download(tracking_uri: str, wanted: list[tuple[str, str, str]], folder: Path
     return out
 
 
+def download_folder(tracking_uri: str, run_id: str, artifact_dir: str, folder: Path) -> Path | None:
+    """A run's whole artifact folder (e.g. ``explain/``) into ``folder``, or None when the run has none."""
+    client = open_client(tracking_uri)
+    if not list_artifacts(client, run_id, artifact_dir):
+        return None
+    dst = folder / run_id
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, artifact_dir, str(dst)))
+
+
 def log_report_to_parent(sweep: SweepRuns, out_dir: Path, files: list[Path]) -> None:
     """The report's own files as artifacts of the parent run (``report/``), and its description pointing at them.
 

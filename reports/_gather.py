@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reports._detail import Predictions, read_predictions
-from reports._fetch_extra import Downloads, download, fetch_histories
+from reports._fetch_extra import Downloads, download, download_folder, fetch_histories
 from reports._rank import Ranking, Row
 from trainables.contract import Artifact
 
@@ -30,6 +30,7 @@ class Details:
     downloads: Downloads
     leader_split: str = ""  # the split of the leader's artifacts: test (a final) or val
     test_predictions: dict[str, Predictions] = field(default_factory=dict)  # run_id -> finalist's test predictions
+    explain_dir: Path | None = None  # the leader's `scanner explain` maps, when it has them
 
     def leader_file(self, ranking: Ranking, filename: str) -> Path | None:
         leader = ranking.leader
@@ -71,4 +72,5 @@ def fetch_details(ranking: Ranking, folder: Path) -> Details:
         downloads.files.update(more.files)
     preds = {rid: read_predictions(p) for (rid, s, name), p in downloads.files.items()
              if s == "test" and name == Artifact.PREDICTIONS and rid in finalists}
-    return Details(rows, histories, downloads, split, preds)
+    maps = download_folder(uri, leader, Artifact.EXPLAIN_DIR, folder / "maps") if leader is not None else None
+    return Details(rows, histories, downloads, split, preds, maps)

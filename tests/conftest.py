@@ -37,3 +37,4 @@ from fixtures_faults import *  # noqa: E402,F401,F403  sweeps hit by Ctrl-C, SIG
 from fixtures_evaluate import *  # noqa: E402,F401,F403  tiny checkpoints in a sweep's MLflow layout (systematics)
 from fixtures_tracking import *  # noqa: E402,F401,F403  a sqlite MLflow store per test, its schema built once
 from fixtures_cli import *  # noqa: E402,F401,F403  the CLI as a user runs it, a small events file, a pretrained run
+from fixtures_checkpoint import *  # noqa: E402,F401,F403  trained tiny checkpoints, built once per session

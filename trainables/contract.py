@@ -98,6 +98,9 @@ class Artifact:
     SCAN_JSON = "scan.json"
     OPTUNA_SUMMARY = "optuna_study.json"
     CHECKPOINT_DIR = "checkpoint"  # a trial's best state.pt on its run, with `tracking.log_checkpoints: best`
+    EXPLAIN_DIR = "explain"  # `scanner explain`'s maps on the run (PNGs, explain.html, explain.json, maps.npz)
+    EXPLAIN_INDEX = "explain.json"  # what each map shows: the report reads it
+    EXPORT_DIR = "export"  # `scanner export`'s .onnx file on the run
 
 
 UI_PORT = 5000  # `scanner ui`'s default port (MLflow's own): a report's run links for a local store point there
@@ -152,6 +155,7 @@ SYS_GPU = (
     "sys/gpu_proc_util_pct",
 )
 COMMON = ("train/loss", "val/loss", "train/lr")
+EXPORT = ("export/max_abs_diff", "export/argmax_agreement")  # scanner export's parity check, on the exported run
 MODEL = ("model/params_total", "model/params_trainable")  # logged once, with the first epoch
 REFERENCE_SPLITS = ("val", "test")  # the parent run's ref/<split>/<name>: the trivial predictor, once per sweep
 WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg", "bias", "rms")  # they log `<name>_err`

@@ -85,8 +85,10 @@ def _visible_text(environ: Mapping[str, str]) -> str:
     return f"{VISIBLE}={value}" if value is not None else f"{VISIBLE} unset"
 
 
-def pick_device(gpu_requested: bool | None = None, environ: Mapping[str, str] = os.environ) -> torch.device:
-    """The trial's device (see the module docstring), announced in one line on stderr (the trial's log)."""
+def pick_device(gpu_requested: bool | None = None, environ: Mapping[str, str] = os.environ,
+                announce: bool = True) -> torch.device:
+    """The trial's device (see the module docstring), announced in one line on stdout (the trial's log) unless
+    ``announce`` is False (an evaluation, an export: their own output says what they did)."""
     held = gpu_held(gpu_requested, environ)
     missing = cuda_missing_reason() if held or gpu_requested is None else None
     visible = _visible_text(environ)
@@ -103,6 +105,8 @@ def pick_device(gpu_requested: bool | None = None, environ: Mapping[str, str] = 
     else:
         device, note = torch.device("cpu"), ""
     line = f"scanner: trial device {device} ({visible}{note})"
+    if not announce:
+        return device
     print(line, flush=True)  # the trial's log (stdout): not an error, and scanner train's stderr stays for errors
     if environ.get(START_BARRIER):
         wait_at_barrier(environ[START_BARRIER], line)

@@ -221,7 +221,7 @@ def explain_events(trial: TrialModel, index: np.ndarray, options: ExplainOptions
     options.check(trial.image_shape)
     index = np.asarray(index, dtype=np.int64)
     images = read_images(trial.data, index)  # bad indices are refused before the device line is printed
-    device = device or pick_device()
+    device = device or pick_device(announce=False)
     module = trial.stored_input_module().to(device).eval()
     outputs, truths = _outputs(module, images, device), _truth(trial.data, trial.task, index)
     method = METHODS.get(options.method)

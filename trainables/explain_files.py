@@ -16,9 +16,10 @@ import numpy as np
 
 from trainables.data.schema import open_h5
 from trainables.explain import METHODS, EventMaps, Explanation, describe
+from trainables.contract import Artifact
 from trainables.files import atomic_output, atomic_write_text
 
-INDEX_JSON = "explain.json"
+INDEX_JSON = Artifact.EXPLAIN_INDEX
 PAGE = "explain.html"
 NUMBERS = "maps.npz"
 DPI = 80  # a 2-view, 3-row event is ~600x700 px: readable in a browser and small enough to log a few dozen

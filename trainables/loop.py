@@ -201,7 +201,7 @@ def evaluate_state(state: dict[str, Any], data: DataConfig, events: EventFile, s
     ``predictions.h5`` and ``confusion.json`` into ``out_dir``."""
     meta, cfg = state["meta"], saved_config(state)
     task = meta["task"]
-    device = pick_device()
+    device = pick_device(announce=False)
     memory_format = memory_format_for(cfg, device)
     model = build_model(cfg.replace(model=meta["model"]), meta["in_channels"], meta["num_outputs"])
     model.load_state_dict(evaluated_weights(state))

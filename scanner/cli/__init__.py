@@ -8,6 +8,8 @@
     scanner resume demo                                         # finish an interrupted sweep
     scanner report demo --out report/                           # ranking, physics and telemetry report
     scanner evaluate finals-of:demo --data noisy.h5 --label noisy  # the finals on a detector variant
+    scanner export best-of:demo --out demo.onnx                 # ONNX, checked against PyTorch on real events
+    scanner explain best-of:demo --events 6 --method occlusion  # attribution maps over the event display
     scanner ui                                                  # the MLflow UI on this folder's store
     scanner slurm space.yaml --nodes 4 --gpus-per-node 4        # an sbatch script for a Ray cluster
 

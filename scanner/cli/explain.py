@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from scanner.cli.common import example_help
+from trainables.contract import Artifact
 from scanner.cli.export import resolve_trial, tracking_client
 from trainables.errors import BadInput
 
-EXPLAIN_ARTIFACT_DIR = "explain"  # the run's artifact folder; the report looks for it
+EXPLAIN_ARTIFACT_DIR = Artifact.EXPLAIN_DIR  # the run's artifact folder; the report looks for it
 METHOD_NAMES = ("occlusion", "saliency", "integrated-gradients")  # trainables.explain.METHODS, without torch
 
 

@@ -9,9 +9,10 @@ import shutil
 
 import onnx
 import pytest
+
+from fixtures_checkpoint import hand_run, perturbed, with_meta
 from mlflow.tracking import MlflowClient
 
-from fixtures_checkpoint import hand_run, perturbed, tiny_checkpoint, with_meta  # noqa: F401  (pytest fixtures)
 from scanner.cli import main
 
 

@@ -8,9 +8,10 @@ import json
 import shutil
 
 import pytest
+
+from fixtures_checkpoint import hand_run, with_meta
 from mlflow.tracking import MlflowClient
 
-from fixtures_checkpoint import hand_run, tiny_checkpoint, with_meta  # noqa: F401  (pytest fixtures)
 from scanner.cli import main
 from scanner.cli.explain import METHOD_NAMES
 from trainables.explain import METHODS

@@ -7,7 +7,7 @@ import pytest
 from scanner.cli import absolute_tracking_uri, build_parser, main
 
 VERBS = [["data", "synth"], ["data", "inspect"], ["data", "import-images"], ["train"], ["run"], ["resume"],
-         ["report"], ["ui"], ["slurm"]]
+         ["report"], ["evaluate"], ["export"], ["explain"], ["ui"], ["slurm"]]
 
 
 def test_top_level_help_lists_every_verb(capsys):

@@ -13,7 +13,6 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from fixtures_checkpoint import tiny_checkpoint, tiny_regression_checkpoint  # noqa: F401
 from trainables.config import DataConfig
 from trainables.data.schema import open_events, read_labels
 from trainables.errors import BadInput

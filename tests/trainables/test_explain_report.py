@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from fixtures_checkpoint import tiny_checkpoint  # noqa: F401
 from reports._explain import INDEX_JSON as REPORT_INDEX_JSON
 from reports._explain import explain_blocks
 from reports._plots import Figure

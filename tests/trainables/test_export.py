@@ -14,8 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fixtures_checkpoint import (tiny_checkpoint, tiny_regression_checkpoint,  # noqa: F401  (pytest fixtures)
-                                 perturbed, with_meta)
+from fixtures_checkpoint import perturbed, with_meta
 from fixtures_evaluate import train_tiny
 from trainables.config import DataConfig
 from trainables.data import write_synthetic
