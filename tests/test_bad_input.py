@@ -300,6 +300,7 @@ CLI = [
     Case("cli: report of an unknown sweep in a store", with_store("report", "nosuch"), ("nosuch", "other")),
     Case("cli: report of an unknown sweep, no store", plain("report", "nosuch"), ("nosuch",)),
     Case("cli: resume of an unknown sweep", plain("resume", "nosuch"), ("nosuch",)),
+    Case("cli: resume of a path outside scans/", plain("resume", "../../etc"), ("../../etc", "not a sweep name")),
     Case("cli: the same name twice", started_before, ("bad", "scanner resume bad")),
     Case("cli: slurm --nodes 0", yaml_case("slurm", "", "", "--nodes", "0", "--gpus-per-node", "0"), ("--nodes 0",)),
     Case("cli: ui on a taken port", port_taken, ("--port", "already")),

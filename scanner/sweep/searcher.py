@@ -38,14 +38,24 @@ MAX_REASKS = 30
 REFUSED = "a repeat of a config already handed out; not trained, so it has no run"
 
 
+Storage = str | optuna.storages.BaseStorage  # a URL (sweeps: picklable), or a storage object (in-memory, in tests)
+
+
 class StudyHandle:
     """The sweep's Optuna study by name and storage URL: picklable, unlike a study (Tune saves the searcher)."""
 
-    def __init__(self, study_name: str, storage_url: str):
-        self.study_name, self.storage_url = study_name, storage_url
+    def __init__(self, study_name: str, storage: Storage):
+        self.study_name, self.storage = study_name, storage
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage if isinstance(self.storage, str) else type(self.storage).__name__
+
+    def _storage(self) -> optuna.storages.BaseStorage:
+        return optuna.storages.RDBStorage(self.storage) if isinstance(self.storage, str) else self.storage
 
     def study(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.study_name, storage=self.storage_url)
+        return optuna.load_study(study_name=self.study_name, storage=self._storage())
 
     def enqueue(self, params: dict) -> None:
         """The next ``ask`` of the study returns these params."""
@@ -53,7 +63,7 @@ class StudyHandle:
 
     def set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
         """User attrs of a trial that has not finished yet (Optuna refuses to change finished ones)."""
-        storage = optuna.storages.RDBStorage(self.storage_url)
+        storage = self._storage()
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(self.study_name),
                                                                    number)
         for key, value in attrs.items():
@@ -175,7 +185,7 @@ def _same(a, b) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
-def make_searcher(space: SpaceFile, storage_url: str, run_ids: Callable[[str], str | None] | None = None
+def make_searcher(space: SpaceFile, storage: Storage, run_ids: Callable[[str], str | None] | None = None
                   ) -> BaselineFirst:
     objectives = space.objectives
     multi = len(objectives) > 1
@@ -186,11 +196,11 @@ def make_searcher(space: SpaceFile, storage_url: str, run_ids: Callable[[str], s
         mode=[o.mode for o in objectives] if multi else objectives[0].mode,
         sampler=SAMPLERS.create(space.budget.sampler, space),
         study_name=space.name,
-        storage=optuna.storages.RDBStorage(storage_url),
+        storage=optuna.storages.RDBStorage(storage) if isinstance(storage, str) else storage,
     )
     grid = space.budget.sampler == "grid"
     points = None if grid else finite_points(space)
-    return BaselineFirst(inner, space_fn, StudyHandle(space.name, storage_url), space.budget.max_epochs, multi,
+    return BaselineFirst(inner, space_fn, StudyHandle(space.name, storage), space.budget.max_epochs, multi,
                          points=points, seed=space.budget.seed, dedupe=not grid,
                          baseline_twin=baseline_twin(space, points), run_ids=run_ids)
 

@@ -114,7 +114,7 @@ def discrete_space(tmp_path, tiny_h5):
     return load_space(path)
 
 
-def _tpe_configs(space, storage: str, trials: int) -> list[tuple]:
+def _tpe_configs(space, storage, trials: int) -> list[tuple]:
     """Suggest ``trials`` configs through the real OptunaSearch + TPE; the score peaks at one config, so TPE keeps
     proposing it (as it did in the search-efficiency benchmark)."""
     searcher = make_searcher(space, storage)
@@ -133,10 +133,10 @@ def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_
     import scanner.sweep.searcher
 
     monkeypatch.setattr(scanner.sweep.searcher, "MAX_REASKS", 0)
-    plain = _tpe_configs(discrete_space, f"sqlite:///{tmp_path / 'plain.db'}", 12)
+    plain = _tpe_configs(discrete_space, optuna.storages.InMemoryStorage(), 12)
     assert len(set(plain)) < len(plain)  # the case the wrapper exists for
     monkeypatch.undo()
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = optuna.storages.InMemoryStorage()
     deduped = _tpe_configs(discrete_space, storage, 12)
     assert len(set(deduped)) == 12
     study = optuna.load_study(study_name="dedup", storage=storage)
@@ -159,7 +159,7 @@ def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path)
     points = finite_points(space)
     assert baseline_twin(space, points) == {"model": "small_cnn_tiny", "loss": "ce", "lr": 1.0e-3}
     assert baseline_twin(replace(space, baseline={**space.baseline, "batch_size": 32}), points) is None
-    searcher = make_searcher(space, f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = make_searcher(space, optuna.storages.InMemoryStorage())
     searcher.set_search_properties("val/accuracy", "max", {})
     searcher.suggest("base")
     configs = []
@@ -168,3 +168,32 @@ def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path)
         searcher.on_trial_complete(f"t{len(configs) - 1}", {"val/accuracy": 0.5, "training_iteration": 2})
     assert len(configs) == len(set(configs)) == len(points) - 1
     assert ("small_cnn_tiny", "ce", 1.0e-3) not in configs
+
+
+def test_the_study_says_what_each_trial_became(discrete_space):
+    """Completed: COMPLETE with its best-epoch value; stopped by ASHA: PRUNED with its intermediate values; a crash is
+    not told at once (a resume may finish it), and settling fails it; each names its Tune trial and MLflow run."""
+    from scanner.sweep.searcher import StudyHandle
+    from scanner.sweep.settle import fail_unfinished_study_trials
+
+    storage = optuna.storages.InMemoryStorage()
+    searcher = make_searcher(discrete_space, storage, run_ids=lambda trial_id: f"run-of-{trial_id}")
+    searcher.set_search_properties("val/accuracy", "max", {})
+    searcher.suggest("base")
+    for trial_id in ("done", "stopped", "crashed"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_result("done", {"val/accuracy": 0.5, "training_iteration": 1})
+    searcher.on_trial_complete("done", {"val/accuracy": 0.6, "best/val/accuracy": 0.7, "epoch": 2})
+    searcher.on_trial_result("stopped", {"val/accuracy": 0.3, "training_iteration": 1})
+    searcher.on_trial_complete("stopped", {"val/accuracy": 0.3, "epoch": 1})
+    searcher.on_trial_complete("crashed", None, error=True)
+    study = optuna.load_study(study_name="dedup", storage=storage)
+    by_id = {t.user_attrs["scan_trial_id"]: t for t in study.trials}
+    assert by_id["done"].state.name == "COMPLETE" and by_id["done"].value == 0.7  # the report's ranking value
+    assert by_id["done"].user_attrs["mlflow_run_id"] == "run-of-done"
+    assert by_id["stopped"].state.name == "PRUNED" and by_id["stopped"].intermediate_values == {1: 0.3}
+    assert by_id["stopped"].user_attrs["scan_status"] == "stopped_early"
+    assert by_id["crashed"].state.name == "RUNNING"  # scanner resume may still finish it
+    assert fail_unfinished_study_trials(StudyHandle("dedup", storage)) == 1
+    crashed = optuna.load_study(study_name="dedup", storage=storage).trials[by_id["crashed"].number]
+    assert crashed.state.name == "FAIL" and crashed.user_attrs["scan_status"] == "failed"
