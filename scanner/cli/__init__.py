@@ -19,6 +19,7 @@ Exit status: 0 ok, 1 the sweep ran but trials failed, 2 bad input (one line; the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from typing import Sequence
@@ -26,8 +27,10 @@ from typing import Sequence
 from scanner.cli import data, evaluate, explain, export, report, resume, run, slurm, train, ui
 from scanner.cli.common import OneLineParser, absolute_tracking_uri, common_parent, default_tracking_uri
 from scanner.errors import Interrupted, SweepFailed
+from trainables.environ import scoped_environ
 from trainables.errors import BadInput
 
+PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow's download bars: off unless the user asks
 VERBS = (data, train, run, resume, report, evaluate, export, explain, ui, slurm)
 
 __all__ = ["build_parser", "main", "absolute_tracking_uri", "default_tracking_uri"]
@@ -52,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.tracking_uri = absolute_tracking_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri()
     try:
-        return int(args.handler(args) or 0)
+        with scoped_environ(**{PROGRESS_BARS: os.environ.get(PROGRESS_BARS, "false")}):  # a command prints lines
+            return int(args.handler(args) or 0)
     except BadInput as exc:
         if args.debug:
             raise

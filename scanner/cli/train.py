@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 
 from scanner.cli.common import example_help
-from scanner.tracking.store import quiet_store_creation
 from trainables.contract import MLFLOW_STATUS, Artifact, Status, Tag, tag_value
 from trainables.errors import BadInput
 
@@ -109,7 +108,7 @@ def run_train(args) -> int:
     from mlflow.tracking import MlflowClient
 
     from scanner.targets import check_inits, resolve_inits
-    from scanner.tracking import check_reachable, ensure_experiment, trial_run_name
+    from scanner.tracking import check_reachable, ensure_experiment, quiet_store_creation, trial_run_name
     from search_spaces import baseline_only_warning, load_space, parse_set, train_config
     from trainables.config import TrialSpec
     from trainables.data import data_hash, open_events

@@ -91,7 +91,8 @@ class SweepDriver(Callback):
         folder = Path(checkpoint.path)
         mark = read_mark(folder)
         state.last_checkpoint = str(folder)
-        if not (mark or {}).get("is_best"):
+        # a replica is judged at its last epoch (the original's best), and Tune keeps only its latest checkpoint
+        if not (mark or {}).get("is_best") and state.replica_of is None:
             return
         state.best_checkpoint, state.best_epoch = str(folder), int(mark["epoch"])
         self.writer.set_tags(state.trial_id, {Tag.CHECKPOINT: str(folder)})

@@ -133,7 +133,7 @@ def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
     life = Life(sweep, restore, ProgressLine(sweep.space.objective.metric, sweep.space.objective.mode, quiet))
     # Tune's banner and tables off (the driver prints progress); Ctrl-C reaches us, not Tune's own handler
     with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"), life.ctrl_c, \
-            scoped_log_level(QUIET_LOGGERS, logging.CRITICAL):
+            scoped_log_level(QUIET_LOGGERS, logging.CRITICAL), scoped_log_level(("optuna",), logging.WARNING):
         try:
             start(life)
             life.ctrl_c.check()

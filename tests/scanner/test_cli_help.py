@@ -43,3 +43,13 @@ def test_tracking_uris_are_made_absolute(tmp_path, monkeypatch):
     assert absolute_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert absolute_tracking_uri("runs") == (tmp_path / "runs").as_uri()
     assert build_parser().parse_args(["resume", "demo"]).verb == "resume"
+
+
+def test_the_cli_loads_no_heavy_library_before_a_verb_runs():
+    """`scanner --help` and a mistyped flag answer at once: torch, MLflow, Ray and Optuna load inside the verbs."""
+    import subprocess
+    import sys
+
+    code = "import sys, scanner.cli; print(sorted(m for m in ('torch', 'mlflow', 'ray', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

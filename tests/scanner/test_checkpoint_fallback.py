@@ -1,0 +1,33 @@
+"""A truncated latest checkpoint (a kill during its copy, a full disk) does not fail the trial: the trainable goes on
+from the newest kept checkpoint that loads, and says so in the trial's log. Real checkpoints written by the loop;
+Ray's two session calls are stood in for (no Tune session runs here)."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+from fixtures_loop import KeepingReporter, make_spec
+from scanner.sweep import trial as trial_module
+from scanner.sweep.trial import TuneReporter
+from trainables.checkpoint import load_state
+from trainables.contract import Artifact
+from trainables.loop import train_trial
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_h5, tmp_path, monkeypatch, capsys):
+    kept = tmp_path / "kept"
+    train_trial(make_spec(tiny_h5, tmp_path / "scratch", epochs=3), KeepingReporter(kept))
+    trial_dir = tmp_path / "trial"
+    for epoch in (1, 2, 3):  # Tune's folders of a trial: checkpoint_000000 ... (the latest last)
+        shutil.copytree(kept / f"epoch{epoch}", trial_dir / f"checkpoint_{epoch - 1:06d}")
+    latest = trial_dir / "checkpoint_000002"
+    state = latest / Artifact.STATE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])  # truncated mid-copy
+
+    monkeypatch.setattr(trial_module.tune, "get_checkpoint", lambda: SimpleNamespace(to_directory=lambda: str(latest)))
+    monkeypatch.setattr(trial_module.tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
+    folder = TuneReporter().resume_from()
+    assert folder == trial_dir / "checkpoint_000001" and load_state(folder)["epoch"] == 2
+    log = capsys.readouterr().err
+    assert f"checkpoint {latest} does not load" in log and f"resuming from {folder}" in log
