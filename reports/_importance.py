@@ -32,6 +32,7 @@ class Importance:
 
 def infer_distribution(values: list[str]):
     """An Optuna distribution for the string values one parameter took, and the values converted to it."""
+    # Optuna pulls in scikit-learn (~2 s): only when importance is computed
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     numbers = _as_floats(values)
@@ -78,12 +79,14 @@ def param_importance(ranking: Ranking) -> Importance:
 
 
 def load_importance_module():
+    # Optuna pulls in scikit-learn (~2 s): only when importance is computed
     import optuna.importance
 
     return optuna.importance
 
 
 def _optuna_importance(names, params, objective, mode) -> dict[str, float]:
+    # Optuna pulls in scikit-learn (~2 s): only when importance is computed
     import optuna
 
     importance = load_importance_module()

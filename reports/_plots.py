@@ -65,6 +65,7 @@ def label(metric: str) -> str:
 def load_matplotlib():
     """matplotlib's object API with the Agg canvas, never pyplot: pyplot would switch the process's backend (a
     notebook's inline one) and keep every figure in its registry."""
+    # matplotlib loads with the first figure, not with the package
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # slow to import (~0.5 s): only when drawing
     from matplotlib.figure import Figure as MatplotlibFigure
 

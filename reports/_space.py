@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 
 @dataclass
 class SpaceInfo:
@@ -68,7 +70,6 @@ def space_info(raw: Any) -> SpaceInfo:
 
 def fetch_space_info(client, parent_run_id: str | None) -> SpaceInfo | None:
     """The parent run's ``space.yaml``, parsed; None when the run has none (or it does not parse)."""
-    import yaml
 
     if parent_run_id is None:
         return None

@@ -10,7 +10,7 @@ from search_spaces._keys import bad
 from search_spaces._optuna import grid_size
 from search_spaces._resolve import baseline_config, baseline_only_warning
 from search_spaces._schema import SpaceFile
-from trainables.config import CPU_IGNORED
+from trainables.config import CPU_IGNORED, TrialConfig
 
 ASHA_REDUCTION = 2  # with 4-8 epochs, halving gives rungs at 1, 2, 4, 8 epochs; Ray's 4 would leave one rung
 HYPERBAND_BRACKETS = 3  # asynchronous Hyperband: ASHA over several grace periods (Li et al. 2020)
@@ -87,7 +87,6 @@ def _short_horizon_note(space: SpaceFile) -> list[str]:
     """ASHA ranks trials mid-schedule. Under a schedule that anneals at max_epochs, a high-LR trial that wins only
     once annealed looks worse there and is stopped (P4: the grid's top 3 ranked 14th-21st of 36 at epoch 4).
     Evaluating EMA weights brought the epoch-2 to epoch-4 rank correlation with the final from ~0.75 to ~0.93."""
-    from trainables.config import TrialConfig
 
     b = space.budget
     if b.scheduler == "fifo" or "ema_decay" in space.space or float(space.fixed.get("ema_decay") or 0) > 0:

@@ -34,6 +34,9 @@ NODE_OPTS = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats",
              "--object-store-memory", str(80 * 1024**2), "--block"]  # 80 MB: the tiny sweeps ship kilobytes
 
 
+__all__ = ["LoopbackCluster", "cluster", "cluster_env", "running", "trial_actor_nodes"]
+
+
 def cluster_env(**extra: str | None) -> dict[str, str]:
     """The environment of a test cluster's nodes and of the ``scanner`` processes that join it. With logical GPUs,
     CUDA_VISIBLE_DEVICES must not be "" on the node (Ray would read it as "no GPU id"): pass

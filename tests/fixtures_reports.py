@@ -155,7 +155,7 @@ def _final_metrics(scores: np.ndarray) -> dict[str, float]:
 
 
 def make_rich_sweep(tmp_path: Path, name: str = RICH_SWEEP, uri: str | None = None) -> dict:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     uri = uri or fresh_store(tmp_path)

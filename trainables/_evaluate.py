@@ -13,7 +13,9 @@ from torch import nn
 
 from trainables.checkpoint import write_confusion
 from trainables.contract import Artifact
+from trainables.data import read_truth
 from trainables.files import atomic_output
+from trainables.metrics import classification_metrics, regression_metrics
 
 
 @dataclass
@@ -64,7 +66,6 @@ def predict(
 
 def physics_metrics(outs: SplitOutputs, events, has_weights: bool) -> tuple[dict[str, float], np.ndarray | None]:
     """Metrics without prefix, and the confusion matrix (classification only)."""
-    from trainables.metrics import classification_metrics, regression_metrics
 
     weights = outs.weights if has_weights else None
     if events.class_names is not None:
@@ -77,7 +78,6 @@ def physics_metrics(outs: SplitOutputs, events, has_weights: bool) -> tuple[dict
 
 def write_artifacts(folder: Path, outs: SplitOutputs, events, data_cfg, confusion: np.ndarray | None) -> None:
     """``confusion.json`` and ``predictions.h5`` (index, truth, scores/pred, the file's truth datasets)."""
-    from trainables.data import read_truth
 
     folder.mkdir(parents=True, exist_ok=True)
     if confusion is not None:

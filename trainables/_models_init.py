@@ -157,6 +157,7 @@ def _offline(name: str, host: str, cache: str) -> BadInput:
 
 
 def _torchvision_weights(name: str) -> Any:
+    # the hub's libraries load only when hub: weights are asked for
     from torchvision.models import get_weight
 
     try:
@@ -175,12 +176,14 @@ def _torchvision_state_dict(weights: Any, name: str) -> dict[str, torch.Tensor]:
 
 
 def _hf_cache_dir() -> str:
+    # the hub's libraries load only when hub: weights are asked for
     from huggingface_hub import constants
 
     return os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
 
 
 def _hf_cached_file(hub_id: str, filename: str | None) -> str | None:
+    # the hub's libraries load only when hub: weights are asked for
     from huggingface_hub import try_to_load_from_cache
 
     for candidate in [filename] if filename else ["model.safetensors", "pytorch_model.bin"]:
@@ -197,6 +200,7 @@ def _hf_offline_env() -> bool:
 
 def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     """timm builds the RGB model with its weights (ours then adapts the channels, as for torchvision)."""
+    # the hub's libraries load only when hub: weights are asked for
     import timm
     from huggingface_hub import constants
 
@@ -216,6 +220,7 @@ def _timm_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 
 def _timm_pretrained_cfg(name: str) -> Any:
+    # the hub's libraries load only when hub: weights are asked for
     import timm
 
     try:

@@ -68,6 +68,7 @@ def _resnet(model: nn.Module, in_channels: int) -> Backbone:
 
 @MODELS.register("resnet18", family="resnet", tiny="resnet_tiny", pretrained_source="torchvision")
 def resnet18(in_channels: int) -> Backbone:
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models import resnet18 as build
 
     return _resnet(build(weights=None), in_channels)
@@ -75,6 +76,7 @@ def resnet18(in_channels: int) -> Backbone:
 
 @MODELS.register("resnet34", family="resnet", tiny="resnet_tiny", pretrained_source="torchvision")
 def resnet34(in_channels: int) -> Backbone:
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models import resnet34 as build
 
     return _resnet(build(weights=None), in_channels)
@@ -82,6 +84,7 @@ def resnet34(in_channels: int) -> Backbone:
 
 @MODELS.register("resnet50", family="resnet", tiny="resnet_tiny", pretrained_source="torchvision")
 def resnet50(in_channels: int) -> Backbone:
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models import resnet50 as build
 
     return _resnet(build(weights=None), in_channels)
@@ -90,6 +93,7 @@ def resnet50(in_channels: int) -> Backbone:
 @MODELS.register("resnet_tiny", family="resnet", tiny="resnet_tiny", pretrained_source=None)
 def resnet_tiny(in_channels: int) -> Backbone:
     """One BasicBlock per stage: the ResNet code path (stem, downsampling shortcuts, fc swap) at ~1/2 of resnet18."""
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models.resnet import BasicBlock, ResNet
 
     return _resnet(ResNet(BasicBlock, [1, 1, 1, 1]), in_channels)
@@ -108,6 +112,7 @@ def _mobilenet(model: nn.Module, in_channels: int, last: int) -> Backbone:
 
 @MODELS.register("mobilenet_v2", family="mobilenet", tiny="mobilenet_tiny", pretrained_source="torchvision")
 def mobilenet_v2(in_channels: int) -> Backbone:
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models import mobilenet_v2 as build
 
     return _mobilenet(build(weights=None), in_channels, last=1)
@@ -115,6 +120,7 @@ def mobilenet_v2(in_channels: int) -> Backbone:
 
 @MODELS.register("mobilenet_v3_small", family="mobilenet", tiny="mobilenet_tiny", pretrained_source="torchvision")
 def mobilenet_v3_small(in_channels: int) -> Backbone:
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models import mobilenet_v3_small as build
 
     return _mobilenet(build(weights=None), in_channels, last=3)
@@ -122,6 +128,7 @@ def mobilenet_v3_small(in_channels: int) -> Backbone:
 
 @MODELS.register("mobilenet_v3_large", family="mobilenet", tiny="mobilenet_tiny", pretrained_source="torchvision")
 def mobilenet_v3_large(in_channels: int) -> Backbone:
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models import mobilenet_v3_large as build
 
     return _mobilenet(build(weights=None), in_channels, last=3)
@@ -130,6 +137,7 @@ def mobilenet_v3_large(in_channels: int) -> Backbone:
 @MODELS.register("mobilenet_tiny", family="mobilenet", tiny="mobilenet_tiny", pretrained_source=None)
 def mobilenet_tiny(in_channels: int) -> Backbone:
     """MobileNetV3-small at width 0.25 with its first three blocks: SE, hardswish and the hidden classifier layer."""
+    # torchvision/timm load when a model is built, not when the registry is read
     from torchvision.models.mobilenetv3 import MobileNetV3
 
     blocks = mobilenet_v3_blocks("mobilenet_v3_small", width_mult=0.25)
@@ -141,6 +149,7 @@ def mobilenet_tiny(in_channels: int) -> Backbone:
 
 def _timm(name: str, in_channels: int, **kwargs) -> Backbone:
     """timm builds any input-channel count itself; ``num_classes=0`` leaves the pooled, normed features."""
+    # torchvision/timm load when a model is built, not when the registry is read
     import timm
 
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)

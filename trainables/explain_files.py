@@ -58,9 +58,11 @@ def _map_label(ex: Explanation, ev: EventMaps, k: int) -> str:
 def draw_event(ex: Explanation, ev: EventMaps, pix: float | None, units: str | None) -> bytes:
     """Row 0: the event as ``scanner data inspect`` draws it. Rows 1..: each map over the event in grey, red/blue
     for positive/negative (one colour scale per event), transparent where the map is ~0."""
+    # pyplot (~0.5 s) only when drawing
     import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot (~0.5 s) only when drawing
     import matplotlib.pyplot as plt
 
     c, h, w = ev.image.shape

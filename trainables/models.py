@@ -66,6 +66,7 @@ def _first_conv_key(backbone: nn.Module) -> str:
 def check_model(name: str) -> None:
     """Raise BadInput for a name neither registered nor a timm architecture (for validating a search space)."""
     if name.startswith(TIMM_PREFIX):
+        # timm only for timm: names
         import timm
 
         arch = name[len(TIMM_PREFIX) :]

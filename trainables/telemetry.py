@@ -112,6 +112,7 @@ class NvmlSampler:
     def __init__(self, handle: Any, nvml_module: Any = None, interval_s: float = NVML_INTERVAL_S,
                  pid: int | None = None):
         if nvml_module is None:
+            # NVML only on CUDA
             import pynvml as nvml_module
         self.handle, self.nvml, self.interval_s = handle, nvml_module, interval_s
         self.pid = os.getpid() if pid is None else pid
@@ -301,6 +302,7 @@ class EpochTelemetry:
     def _open_nvml(self) -> NvmlSampler | None:
         """NVML for this trial's GPU, or None (no driver library, no permission, device not found): keys absent."""
         try:
+            # NVML only on CUDA
             import pynvml
 
             pynvml.nvmlInit()

@@ -77,6 +77,7 @@ def _register_import(verbs, parent):
 
 
 def _synth(args) -> int:
+    # the data tools load torch and h5py: not for --help
     from trainables.data.synth import CLI_FLAGS, Detector, write_synthetic
 
     detector = Detector(noise_mips=args.noise, dead_wire_fraction=args.dead_wires, threshold_mips=args.threshold,
@@ -90,6 +91,7 @@ def _synth(args) -> int:
 
 
 def _inspect(args) -> int:
+    # the data tools load torch and h5py: not for --help
     from trainables.data.inspect import inspect_file
 
     for line in inspect_file(args.file, display=args.display):
@@ -98,6 +100,7 @@ def _inspect(args) -> int:
 
 
 def _import(args) -> int:
+    # the data tools load torch and h5py: not for --help
     from trainables.data.import_images import import_images
 
     out = import_images(args.dir, args.out, seed=args.seed)

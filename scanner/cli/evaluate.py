@@ -63,6 +63,7 @@ def run_evaluate(args) -> int:
     # reason: torch, MLflow and the reports load only when the verb runs, not for `scanner --help`
     from mlflow.tracking import MlflowClient
 
+    # the evaluation loads torch and MLflow: not for --help
     from scanner import systematics as syst
     from scanner.tracking import check_reachable
 

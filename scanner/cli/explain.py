@@ -58,6 +58,7 @@ def parse_index(text: str) -> list[int]:
 def run_explain(args) -> int:
     import numpy as np  # torch and captum below: not for --help
 
+    # captum and torch: not for --help
     from trainables.explain import ExplainOptions, explain_events, pick_events
     from trainables.explain_files import PAGE, write_explanation
     from trainables.trial_model import load_trial

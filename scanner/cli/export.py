@@ -73,6 +73,7 @@ def resolve_trial(target: str, tracking_uri: str, moved_to: Path | None = None) 
     """A checkpoint folder as is; ``run:``/``best-of:``/a bare run id through MLflow (scanner.targets). The data:
     ``moved_to`` under the sweep's dataset names, else the sweep's ``space.yaml``, else the file the checkpoint
     names (scanner.systematics.training_data, as ``scanner evaluate`` finds it)."""
+    # onnx, onnxruntime and torch: not for --help
     from scanner.systematics import training_data  # torch and MLflow: not for --help
     from scanner.targets import PREFIXES, resolve_run
     from trainables.trial_model import checkpoint_state
@@ -123,6 +124,7 @@ def provenance(target: TrialTarget, meta: dict[str, Any]) -> tuple[str, str | No
 
 
 def run_export(args) -> int:
+    # onnx, onnxruntime and torch: not for --help
     from trainables.data import data_hash  # torch, onnx and onnxruntime: not for --help
     from trainables.export import DEFAULT_OPSET, ParityRefused, check_opset, export_trial, onnx_metadata
     from trainables.trial_model import load_trial, read_stored

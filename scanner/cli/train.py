@@ -50,8 +50,10 @@ class MlflowRunReporter:
         return None
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path, is_best: bool) -> None:
+        # MLflow and torch load here, not for --help
         from mlflow.entities import Metric
 
+        # MLflow and torch load here, not for --help
         from scanner.tracking import MAX_BATCH_METRICS, log_checkpoint_artifacts
 
         now = int(time.time() * 1000)
@@ -107,6 +109,7 @@ def run_train(args) -> int:
     # MLflow and torch load here, not for --help
     from mlflow.tracking import MlflowClient
 
+    # MLflow and torch load here, not for --help
     from scanner.targets import check_inits, resolve_inits
     from scanner.tracking import check_reachable, ensure_experiment, quiet_store_creation, trial_run_name
     from search_spaces import baseline_only_warning, load_space, parse_set, train_config
@@ -148,6 +151,7 @@ def run_train(args) -> int:
 
 def train_tags(space, events, source, digest: str) -> dict[str, str]:
     """The sweep's contract tags of a trial run, and where a ``best-of:``/``run:`` init came from."""
+    # MLflow and torch load here, not for --help
     from scanner.tracking import git_sha, trial_tags
 
     tags = trial_tags(
@@ -170,6 +174,7 @@ def train_tags(space, events, source, digest: str) -> dict[str, str]:
 def log_what_runs(client, run_id: str, space, cfg, events, root: Path, digest: str) -> None:
     """As a sweep's trial: params are what was set (fixed + baseline + --set), ``config.yaml`` the full resolved
     config, and the data file a dataset input (path, content hash, shape)."""
+    # MLflow and torch load here, not for --help
     from scanner.tracking.dataset import dataset_input
     from search_spaces import ran_params
     from trainables.files import atomic_write_text
@@ -182,6 +187,7 @@ def log_what_runs(client, run_id: str, space, cfg, events, root: Path, digest: s
 
 
 def _train_and_close(client, run_id: str, spec, reporter: MlflowRunReporter) -> int:
+    # MLflow and torch load here, not for --help
     from trainables.loop import train_trial
 
     try:

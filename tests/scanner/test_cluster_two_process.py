@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fixtures_cluster import cluster, cluster_env, trial_actor_nodes  # noqa: F401  (cluster: the fixture)
+from fixtures_cluster import cluster_env, trial_actor_nodes
 from fixtures_sweep import write_tiny_space
 
 

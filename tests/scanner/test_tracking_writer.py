@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 
-import pytest
 from fixtures_sweep import free_port
 
 from scanner.tracking import http_env as tracking_http

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import zlib
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
@@ -72,8 +73,7 @@ class H5Events(Dataset):
 
     def open(self) -> None:
         """Open the file in this process (a DataLoader worker, or the main process on first use)."""
-        import h5py
-
+    
         self._file = h5py.File(self.cfg.path, "r", rdcc_nbytes=RDCC_BYTES)
         self._images = self._file[self.cfg.images]
         self._raw_chunks = raw_chunk_mode(self._images)

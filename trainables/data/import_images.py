@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from trainables.files import atomic_output, progress_bar
 from trainables.data.schema import hash_split
 from trainables.errors import BadInput
+from trainables.files import atomic_output, progress_bar
 
 IMPORT_BLOCK = 256  # events per write: bounded memory for any number of events
 
@@ -52,6 +53,7 @@ def _event_files(root: Path) -> tuple[list[str], list[tuple[str, int, dict[str, 
 
 
 def _load_png(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
+    # Pillow only for PNG imports
     from PIL import Image
 
     try:
@@ -75,7 +77,6 @@ def _load_png(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
 def import_images(root, out, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
                   progress: bool = True) -> Path:
     """Convert ``root`` to an HDF5 events file at ``out`` (temp file + rename: nothing left behind on error)."""
-    import h5py
 
     root = Path(root)
     classes, events, views = _event_files(root)

@@ -82,9 +82,11 @@ def targets_lines(cfg: DataConfig) -> list[str]:
 
 def display_events(cfg: DataConfig, ev: EventFile, task: str, out) -> Path:
     """A grid: a few events per class (rows), each view side by side, charge as colour."""
+    # pyplot (~0.5 s) only when drawing
     import matplotlib
 
     matplotlib.use("Agg")
+    # pyplot (~0.5 s) only when drawing
     import matplotlib.pyplot as plt
 
     rows = _display_rows(cfg, ev, task)

@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from trainables.config import DataConfig
@@ -71,7 +72,6 @@ def _str_list(value) -> list[str] | None:
 
 def open_h5(path):
     """h5py.File for reading, or one clear line when the file is missing or not HDF5."""
-    import h5py
 
     p = Path(path)
     if p.is_dir():
