@@ -199,7 +199,8 @@ def _gpu_blocks(details: Details) -> list:
             f"{fmt(peak)} (device total not logged)"
         rows.append([_label(r), share, fmt(_last(details, rid, "sys/gpu_alloc_retries", sum)),
                      fmt(_last(details, rid, "sys/gpu_ooms", sum)), fmt(_last(details, rid, "sys/gpu_procs_sharing")),
-                     fmt(_last(details, rid, "sys/gpu_proc_mem_gb")), fmt(_last(details, rid, "sys/gpu_proc_util_pct"))])
+                     fmt(_last(details, rid, "sys/gpu_proc_mem_gb")),
+                     fmt(_last(details, rid, "sys/gpu_proc_util_pct"))])
     table = Table(["trial", "peak reserved [GB] of the device", "alloc retries (all epochs)", "OOMs (all epochs)",
                    "processes sharing (max)", "own GPU memory [GB] (max)", "own SM share [%] (max)"], rows, [],
                   "gpu")

@@ -100,7 +100,9 @@ def aligned(preds: dict[str, Predictions]) -> dict[str, Predictions] | None:
 
 
 def _subset(p: Predictions, rows: np.ndarray) -> Predictions:
-    pick = (lambda a: None if a is None else a[rows])
+    def pick(a):
+        return None if a is None else a[rows]
+
     return Predictions(p.kind, p.names, pick(p.index), pick(p.label), pick(p.scores), pick(p.target), pick(p.pred),
                        pick(p.weights), p.direction, {k: v[rows] for k, v in p.truth.items()})
 

@@ -81,6 +81,21 @@ def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = SIZE
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
+def panel_grid(count: int, max_cols: int, panel: tuple[float, float], frame: tuple[float, float],
+               margins: tuple[float, float, float, float], space: tuple[float, float]):
+    """(figure, axes grid) of ``count`` panels in rows of up to ``max_cols``: each panel ``panel`` inches (width,
+    height), plus ``frame`` inches for the labels and the legend; ``margins`` (left, right, top, bottom) in inches,
+    so the text keeps its place whatever the number of panels; ``space`` is matplotlib's (wspace, hspace)."""
+    cols = min(max_cols, count)
+    rows = -(-count // cols)
+    width, height = panel[0] * cols + frame[0], panel[1] * rows + frame[1]
+    fig, axes = subplots(rows, cols, figsize=(width, height), squeeze=False)
+    left, right, top, bottom = margins
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=space[0], hspace=space[1])
+    return fig, axes
+
+
 def png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi="figure", pil_kwargs={"compress_level": 1})  # zlib's fastest: -15 % time
@@ -233,12 +248,7 @@ def curves_plot(key: str, title: str, panels: list[tuple[str, dict]], caption: s
         return None
     from matplotlib.ticker import MaxNLocator  # matplotlib is imported lazily
 
-    cols = min(2, len(panels))
-    rows = -(-len(panels) // cols)
-    width, height = 5.6 * cols + 1.4, 3.2 * rows + 0.5
-    fig, axes = subplots(rows, cols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.8 / width, right=1 - 1.5 / width, top=1 - 0.5 / height, bottom=0.5 / height,
-                        wspace=0.3, hspace=0.45)
+    fig, axes = panel_grid(len(panels), 2, (5.6, 3.2), (1.4, 0.5), (0.8, 1.5, 0.5, 0.5), (0.3, 0.45))
     for ax, (metric, series) in zip(axes.flat, panels):
         log = metric.endswith("lr")  # learning rates span decades
         for i, (name, points) in enumerate(series.items()):

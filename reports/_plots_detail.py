@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from trainables.physics import RESOLUTION_Q, weighted_quantile
-from reports._plots import REFERENCE_STYLE, SIZE, WIDE, Figure, legend_outside, png, subplots, tick_texts
+from reports._plots import (REFERENCE_STYLE, SIZE, WIDE, Figure, legend_outside, panel_grid, png, subplots,
+                            tick_texts)
 
 
 def confusion_plot(counts: np.ndarray, names: list[str]) -> Figure:
@@ -60,12 +61,7 @@ def _plain_log_ticks(ax) -> None:
 
 def score_distributions(pred) -> Figure:
     nc = len(pred.names)
-    cols = min(nc, 3)
-    rows = -(-nc // cols)
-    width, height = 3.9 * cols + 1.3, 3.3 * rows
-    fig, axes = subplots(rows, cols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.75 / width, right=1 - 1.4 / width, top=0.92, bottom=0.5 / height + 0.05,
-                        wspace=0.35, hspace=0.45)
+    fig, axes = panel_grid(nc, 3, (3.9, 3.3), (1.3, 0.0), (0.75, 1.4, 0.27, 0.67), (0.35, 0.45))
     bins = np.linspace(0, 1, 41)
     w = pred.w
     for k, ax in enumerate(axes.flat):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports._plots import SIZE, Figure, label, legend_outside, png, subplots
+from reports._plots import SIZE, Figure, label, legend_outside, panel_grid, png, subplots
 
 
 def lead_plot(labels: list[str], better_by: list[float], errs: list[float], metric: str) -> Figure | None:
@@ -35,12 +35,7 @@ def systematics_plot(figures: list[str], finalists: list[str], variants: list[st
     figures = [f for f in figures if any(k[0] == f for k in shifts)]
     if not figures:
         return None
-    cols = min(3, len(figures))
-    rows = -(-len(figures) // cols)
-    width, height = 3.9 * cols + 1.4, 3.1 * rows + 0.4
-    fig, axes = subplots(rows, cols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.75 / width, right=1 - 1.5 / width, top=1 - 0.45 / height, bottom=0.6 / height,
-                        wspace=0.4, hspace=0.55)
+    fig, axes = panel_grid(len(figures), 3, (3.9, 3.1), (1.4, 0.4), (0.75, 1.5, 0.45, 0.6), (0.4, 0.55))
     x = np.arange(len(finalists))
     for ax, name in zip(axes.flat, figures):
         for k, variant in enumerate(variants):

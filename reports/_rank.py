@@ -4,12 +4,12 @@ Order: by the objective (best first); equal values by trial order (the t-number,
 the sweep's console uses, so its "best" line, ``best-of:`` and the report name the same trial. Failed trials are not
 ranked (as on the console), nor are trials without an objective value; they follow, in run order.
 
-Ties: a trial is tied with the leader when ``|x_trial - x_leader| <= sqrt(s_leader² + s_trial² + g_leader² + g_trial²)``,
-with ``s`` the logged 1-sigma error (``<metric>_err``) and ``g`` the training-seed spread of one run: the trial's own
-``seeds/test/<metric>_std`` when it has replicas, else the sweep's pooled seed spread (the root mean square of its
-finalists' spreads; 0 without replicas). The two estimates come from independent trainings evaluated on the same
-validation events, so the combined sigma overstates the spread of the difference a little: the tie mark errs toward
-"cannot tell them apart", which is the honest side for a group meeting.
+Ties: a trial is tied with the leader when ``|x_trial - x_leader| <= sqrt(s_leader² + s_trial² + g_leader² +
+g_trial²)``, with ``s`` the logged 1-sigma error (``<metric>_err``) and ``g`` the training-seed spread of one run: the
+trial's own ``seeds/test/<metric>_std`` when it has replicas, else the sweep's pooled seed spread (the root mean
+square of its finalists' spreads; 0 without replicas). The two estimates come from independent trainings evaluated on
+the same validation events, so the combined sigma overstates the spread of the difference a little: the tie mark errs
+toward "cannot tell them apart", which is the honest side for a group meeting.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ def asha_rungs(grace: int, max_epochs: int, bracket: int = 0) -> list[int]:
 
 def _short_horizon_note(space: SpaceFile) -> list[str]:
     """ASHA ranks trials mid-schedule. Under a schedule that anneals at max_epochs, a high-LR trial that wins only
-    once annealed looks worse there and is stopped (P4: the grid's top 3 ranked 14th-21st of 36 at epoch 4).
+    once annealed looks worse there and is stopped (docs/benchmarks.md, search efficiency: the grid's top 3 ranked
+    14th-21st of 36 at epoch 4).
     Evaluating EMA weights brought the epoch-2 to epoch-4 rank correlation with the final from ~0.75 to ~0.93."""
 
     b = space.budget
@@ -100,7 +101,7 @@ def _short_horizon_note(space: SpaceFile) -> list[str]:
     return [f"  note:       the {'/'.join(annealed)} LR schedule anneals towards epoch {b.max_epochs}, after the "
             f"comparisons at epochs {', '.join(map(str, rungs))}:",
             "              a trial that catches up late (a high LR) can be stopped; evaluating EMA weights "
-            "(fixed: {ema_decay: 0.99}) ranks early epochs closer to the final order (README, P4)"]
+            "(fixed: {ema_decay: 0.99}) ranks early epochs closer to the final order (docs/benchmarks.md)"]
 
 
 def _data_line(space: SpaceFile) -> str:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-__all__ = ["tiny_h5", "write_h5", "tiny_arrays"]
+__all__ = ["png_classes", "tiny_arrays", "tiny_h5", "write_h5"]
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,28 @@ def write_h5(tmp_path):
         return path
 
     return write
+
+
+def png_classes(root: Path, damage: str = "") -> Path:
+    """Class folders 'nc' and 'nue' under ``root``, one 6x6 event each (ev0_xz.png, ev0_yz.png), for
+    `scanner data import-images`; ``damage`` breaks them one way: 'corrupt', 'missing view', 'mixed sizes', 'no class
+    folders' (the PNGs lie in ``root`` itself) or 'empty folder'."""
+    root.mkdir(parents=True)
+    if damage == "empty folder":
+        return root
+    for name in ("nc", "nue"):
+        (root / name).mkdir()
+        for view in ("xz", "yz"):
+            Image.fromarray(np.zeros((6, 6), np.uint8)).save(root / name / f"ev0_{view}.png")
+    if damage == "corrupt":
+        (root / "nue" / "ev0_yz.png").write_bytes(b"not a png")
+    elif damage == "missing view":
+        (root / "nue" / "ev0_yz.png").unlink()
+    elif damage == "mixed sizes":
+        Image.fromarray(np.zeros((4, 5), np.uint8)).save(root / "nue" / "ev0_xz.png")
+    elif damage == "no class folders":
+        for png in list(root.rglob("*.png")):
+            png.rename(root / f"{png.parent.name}_{png.name}")
+        for folder in [p for p in root.iterdir() if p.is_dir()]:
+            folder.rmdir()
+    return root

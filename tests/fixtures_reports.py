@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from fixtures_tracking import fresh_store
 
 RICH_SWEEP = "rich"
 RICH_CLASSES = ["NC", "nue+CC", "numuCC"]  # nue+CC: metric key nue_CC
@@ -32,22 +31,6 @@ REFERENCE = {"ref/val/accuracy": 0.36, "ref/val/accuracy_err": 0.01, "ref/test/a
 GPU = {"sys/gpu_mem_peak_reserved_gb": 30.5, "sys/gpu_mem_total_gb": 40.0, "sys/gpu_alloc_retries": 2.0,
        "sys/gpu_ooms": 0.0, "sys/gpu_procs_sharing": 2.0, "sys/gpu_proc_mem_gb": 14.25, "sys/gpu_proc_util_pct": 41.0,
        "sys/gpu_util_pct": 85.0, "sys/gpu_mem_peak_gb": 28.0, "perf/step_ms_p50": 12.5, "perf/step_ms_p95": 19.0}
-
-
-def fresh_store(folder: Path) -> str:
-    """A new, empty sqlite MLflow store in ``folder``: a copy of a template made once per MLflow version (creating
-    the schema takes ~5-10 s on these cores; opening a copy ~0.1 s)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    template = Path(tempfile.gettempdir()) / f"scanner-test-mlflow-{mlflow.__version__}.db"
-    if not template.exists():
-        staging = Path(tempfile.mkdtemp(prefix="mlflow-template-")) / "mlflow.db"
-        MlflowClient(f"sqlite:///{staging}").search_experiments()  # creates and migrates the schema
-        os.replace(staging, template)  # atomic: a concurrent test sees the whole template or none
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @dataclass

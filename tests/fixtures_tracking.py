@@ -1,24 +1,27 @@
-"""A real sqlite MLflow store with one experiment, and a writer's trial run on it, for the tracking writer's tests.
+"""Real sqlite MLflow stores for the tests: an empty one anywhere, and one with an experiment for the writer's tests.
 
-Import both fixtures where they are used: ``from fixtures_tracking import empty_mlflow_db, sqlite_store``.
+    uri = fresh_store(tmp_path)                 # a new, empty store at tmp_path/mlflow.db
+    def test_x(sqlite_store): ...               # a store with one experiment, and the writer's journal beside it
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import os
 import shutil
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from scanner import tracking
 
 
-__all__ = ["Store", "empty_mlflow_db", "sqlite_store"]
+__all__ = ["Store", "empty_mlflow_db", "fresh_store", "sqlite_store"]
 
 
 @dataclass
@@ -45,25 +48,34 @@ class Store:
             return db.execute("SELECT COUNT(*) FROM ops").fetchone()[0]
 
 
-@functools.lru_cache(maxsize=None)
-def _schema_in(folder: Path) -> Path:
-    path = folder / "mlflow_template.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
+def mlflow_template() -> Path:
+    """MLflow's empty schema, made once per MLflow version and kept in the temp folder: creating it takes 5-10 s on
+    these cores, copying the file takes none."""
+    template = Path(tempfile.gettempdir()) / f"scanner-test-mlflow-{mlflow.__version__}.db"
+    if not template.exists():
+        staging = Path(tempfile.mkdtemp(prefix="mlflow-template-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{staging}").search_experiments()  # creates and migrates the schema
+        os.replace(staging, template)  # atomic: a concurrent test sees the whole template or none
+    return template
+
+
+def fresh_store(folder: Path) -> str:
+    """The URI of a new, empty sqlite MLflow store at ``folder/mlflow.db``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mlflow_template(), folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """MLflow's schema, made once per session (each test module that imports this fixture holds its own copy of
-    it, hence the cache): creating it takes seconds, copying the file takes none."""
-    return _schema_in(tmp_path_factory.getbasetemp())
+def empty_mlflow_db() -> Path:
+    """The empty schema's file, for a test that copies it somewhere of its own."""
+    return mlflow_template()
 
 
 @pytest.fixture
-def sqlite_store(tmp_path, empty_mlflow_db) -> Store:
+def sqlite_store(tmp_path) -> Store:
     """A fresh store in ``tmp_path`` with one experiment whose artifacts stay in ``tmp_path`` too."""
-    shutil.copyfile(empty_mlflow_db, tmp_path / "m.db")
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = fresh_store(tmp_path)
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("writer", artifact_location=(tmp_path / "artifacts").as_uri())
     return Store(uri, client, experiment_id, tmp_path / "journal.db")

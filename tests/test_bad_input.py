@@ -18,8 +18,9 @@ import h5py
 import numpy as np
 import pytest
 from fixtures_cli import Pretrained, folder_listing, run_cli
+from fixtures_data import png_classes
 from fixtures_sweep import TINY_SPACE, free_port
-from PIL import Image
+
 
 SPACE = TINY_SPACE.format(name="bad", trials=2, epochs=1)
 REGRESSION = (SPACE.replace("task: classification", "task: regression")
@@ -95,24 +96,7 @@ def with_(changes: dict, base: dict | None = None) -> dict:
 
 def pngs(damage: str):
     def prepare(work: Path, inputs: Inputs) -> list[str]:
-        root = work / "png"
-        root.mkdir()
-        if damage != "empty folder":
-            for name in ("nc", "nue"):
-                (root / name).mkdir()
-                for view in ("xz", "yz"):
-                    Image.fromarray(np.zeros((6, 6), np.uint8)).save(root / name / f"ev0_{view}.png")
-        if damage == "corrupt":
-            (root / "nue" / "ev0_yz.png").write_bytes(b"not a png")
-        elif damage == "missing view":
-            (root / "nue" / "ev0_yz.png").unlink()
-        elif damage == "mixed sizes":
-            Image.fromarray(np.zeros((4, 5), np.uint8)).save(root / "nue" / "ev0_xz.png")
-        elif damage == "no class folders":
-            for png in list(root.rglob("*.png")):
-                png.rename(root / f"{png.parent.name}_{png.name}")
-            for folder in [p for p in root.iterdir() if p.is_dir()]:
-                folder.rmdir()
+        png_classes(work / "png", damage)
         return ["data", "import-images", "png", "--out", "events.h5"]
 
     return prepare

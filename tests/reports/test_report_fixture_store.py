@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from fixtures_reports import fresh_store
+from fixtures_tracking import fresh_store
 
 CLASSES = ["NC", "nueCC", "numuCC"]
 SWEEP = "lartpc-test"

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from fixtures_reports import fresh_store
+from fixtures_tracking import fresh_store
 
 from reports._fetch_extra import fetch_histories
 from reports._mlflow_compat import bulk_histories, latest_steps, local_store_path, open_client

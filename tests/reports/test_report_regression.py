@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_reports import fresh_store
+from fixtures_tracking import fresh_store
 
 from reports import build_report, gain_over_baseline, load_sweep, rank
 

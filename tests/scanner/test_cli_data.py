@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from fixtures_data import tiny_arrays
+from fixtures_data import png_classes, tiny_arrays
 from PIL import Image
 
 from scanner.cli import main
@@ -105,29 +105,12 @@ def test_inspect_bad_file_is_one_line_exit_2_and_no_display(kind, write_h5, tmp_
 @pytest.mark.parametrize("damage, named", [
     ("corrupt", ["ev0_yz.png", "not a readable PNG"]),
     ("missing view", ["ev0_yz.png", "view 'yz' missing"]),
-    ("mismatched size", ["ev0_xz.png", "5x4"]),
+    ("mixed sizes", ["ev0_xz.png", "5x4"]),
     ("no class folders", ["no class sub-folders"]),
     ("not a folder", ["not a folder"]),
 ])
 def test_import_bad_input_is_one_line_exit_2_and_no_file(damage, named, tmp_path, capsys):
-    root = tmp_path / "png"
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True)
-        for view in ("xz", "yz"):
-            Image.fromarray(np.zeros((6, 6), np.uint8)).save(root / name / f"ev0_{view}.png")
-    if damage == "corrupt":
-        (root / "b" / "ev0_yz.png").write_bytes(b"not a png at all")
-    elif damage == "missing view":
-        (root / "b" / "ev0_yz.png").unlink()
-    elif damage == "mismatched size":
-        Image.fromarray(np.zeros((4, 5), np.uint8)).save(root / "b" / "ev0_xz.png")
-    elif damage == "no class folders":
-        for png in root.rglob("*.png"):
-            png.unlink()
-        for d in root.iterdir():
-            d.rmdir()
-    else:
-        root = tmp_path / "nope"
+    root = png_classes(tmp_path / "png", damage) if damage != "not a folder" else tmp_path / "nope"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     assert main(["data", "import-images", str(root), "--out", str(out_dir / "x.h5")]) == 2

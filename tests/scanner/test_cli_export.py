@@ -5,22 +5,20 @@ export exits 1 leaving nothing, bad input is one line and exit 2."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import onnx
 import pytest
 
 from fixtures_checkpoint import hand_run, perturbed, with_meta
+from fixtures_tracking import fresh_store
 from mlflow.tracking import MlflowClient
 
 from scanner.cli import main
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, empty_mlflow_db):
-    folder = tmp_path_factory.mktemp("export_store")
-    shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")  # MLflow's schema, built once per session
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+def store(tmp_path_factory):
+    uri = fresh_store(tmp_path_factory.mktemp("export_store"))
     return uri, MlflowClient(tracking_uri=uri)
 
 

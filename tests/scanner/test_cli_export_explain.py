@@ -5,11 +5,11 @@ line and exit 2."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from fixtures_checkpoint import hand_run, with_meta
+from fixtures_tracking import fresh_store
 from mlflow.tracking import MlflowClient
 
 from scanner.cli import main
@@ -18,10 +18,8 @@ from trainables.explain import METHODS
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, empty_mlflow_db):
-    folder = tmp_path_factory.mktemp("explain_store")
-    shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")  # MLflow's schema, built once per session
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+def store(tmp_path_factory):
+    uri = fresh_store(tmp_path_factory.mktemp("explain_store"))
     return uri, MlflowClient(tracking_uri=uri)
 
 

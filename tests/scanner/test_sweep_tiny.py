@@ -1,4 +1,4 @@
-"""What the shared tiny sweep left in MLflow, Optuna and scans/<name>/ (DESIGN.md contracts), via MlflowClient."""
+"""What the shared tiny sweep left in MLflow, Optuna and scans/<name>/ (the names docs/mlflow.md promises), via MlflowClient."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ sqlite MLflow run under explain/, downloaded as the report downloads artifacts, 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
+from fixtures_tracking import fresh_store
 from mlflow.tracking import MlflowClient
 
 from reports._explain import INDEX_JSON as REPORT_INDEX_JSON
@@ -18,12 +18,10 @@ from trainables.explain_files import INDEX_JSON, write_explanation
 from trainables.trial_model import load_trial
 
 
-def test_the_report_shows_a_few_maps_per_class_from_a_runs_explain_artifacts(tiny_checkpoint, tiny_h5, tmp_path,
-                                                                               empty_mlflow_db):
+def test_the_report_shows_a_few_maps_per_class_from_a_runs_explain_artifacts(tiny_checkpoint, tiny_h5, tmp_path):
     trial = load_trial(tiny_checkpoint, DataConfig(path=str(tiny_h5)))
     explanation = explain_events(trial, pick_events(trial, 9), ExplainOptions(method="saliency"))
-    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")  # MLflow's schema, built once per session
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=fresh_store(tmp_path))
     run_id = client.create_run(client.create_experiment("hand", str(tmp_path / "art"))).info.run_id
     for path in write_explanation(explanation, tmp_path / "written", run_id):
         client.log_artifact(run_id, str(path), "explain")
