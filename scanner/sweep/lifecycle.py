@@ -34,7 +34,7 @@ from scanner.sweep.settle import close_leftovers, end_unfinished, fail_unfinishe
 from scanner.sweep.setup import (PHASE_DONE, PHASE_FINALS, PHASE_REPLICAS, PHASE_TEXT, Sweep, create_folder,
                                  load_sweep_folder, mark_phase, optuna_url, prepare, store_lock)
 from scanner.sweep.states import SweepInfo, TrialState
-from scanner.sweep.tuner import new_tuner, restored_tuner, resumable
+from scanner.sweep.tuner import fit_restored, new_tuner, resumable
 from scanner.tracking.dataset import dataset_input
 from scanner.tracking.faults import disk_full
 from scanner.tracking import (PARENT_KEY, JournalFull, MlflowWriter, check_reachable, ensure_experiment, git_sha,
@@ -209,8 +209,9 @@ def open_tracking(sweep: Sweep, restore: bool, progress: ProgressLine, ctrl_c: C
 
 
 def fit(life: Life) -> ResultGrid:
-    tuner = (restored_tuner if life.restore else new_tuner)(life.sweep, life.driver)
-    return tuner.fit()
+    if life.restore:
+        return fit_restored(life.sweep.experiment_path, life.sweep, life.driver)
+    return new_tuner(life.sweep, life.driver).fit()
 
 
 def settle(life: Life, grid: ResultGrid) -> list[TrialState]:
@@ -229,7 +230,11 @@ def replicate(life: Life, states: list[TrialState]) -> list[TrialState]:
         return []
     mark_phase(life.sweep, PHASE_REPLICAS)
     chosen = finals.finalists(states, life.sweep.space.objective.mode, life.sweep.space.budget.final_top)
-    return train_replicas(life.sweep, life.driver, chosen, seeds, life.progress)
+    replicas = train_replicas(life.sweep, life.driver, chosen, seeds, life.progress)
+    life.writer.flush(FLUSH_S)
+    close_leftovers(life.writer, life.driver.info.experiment_id, life.sweep.instance,
+                    {r.trial_id for r in replicas}, replicas=True)
+    return replicas
 
 
 def release_ray(life: Life) -> None:
@@ -343,7 +348,8 @@ def sweep_info(sweep: Sweep, experiment_id: str) -> SweepInfo:
 def start_parent(writer: MlflowWriter, sweep: Sweep, info: SweepInfo) -> None:
     space = sweep.space
     tags = {
-        Tag.NAME: space.name, Tag.ROLE: PARENT_ROLE, Tag.INSTANCE: sweep.instance, Tag.OBJECTIVE: space.objective.metric,
+        Tag.NAME: space.name, Tag.ROLE: PARENT_ROLE, Tag.INSTANCE: sweep.instance,
+        Tag.OBJECTIVE: space.objective.metric,
         Tag.OBJECTIVE_MODE: space.objective.mode, Tag.TASK: space.task, Tag.SPACE_HASH: space.space_hash,
         Tag.ALSO: json.dumps([{"metric": o.metric, "mode": o.mode} for o in space.objective.also]),
         Tag.STATUS: Status.RUNNING, Tag.RAY_ADDRESS: sweep.address or "local",

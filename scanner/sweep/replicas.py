@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ray import tune
+from ray.tune import ResultGrid
 
-from scanner.compat import set_restored_callbacks
 from scanner.seeds import seed_aggregate
 from scanner.sweep.driver import SweepDriver
 from scanner.sweep.progress import ProgressLine
 from scanner.sweep.results import REPLICA_KEY
 from scanner.sweep.setup import Sweep
 from scanner.sweep.states import TrialState
-from scanner.sweep.tuner import trainable
+from scanner.sweep.tuner import fit_restored, trainable
 from scanner.tracking import MlflowWriter
 from trainables.config import derived_seed
 
@@ -43,14 +43,11 @@ def experiment_path(sweep: Sweep) -> Path:
     return sweep.folder / "ray" / EXPERIMENT_DIR
 
 
-def replica_tuner(sweep: Sweep, driver: SweepDriver, specs: list[dict]) -> tune.Tuner:
+def fit_replicas(sweep: Sweep, driver: SweepDriver, specs: list[dict]) -> ResultGrid:
     """A new replicas experiment, or the one a killed driver left (Tune keeps which replicas finished)."""
     path = experiment_path(sweep)
     if (path / "tuner.pkl").exists():
-        tuner = tune.Tuner.restore(str(path), trainable=trainable(sweep, driver.info.data_hash),
-                                   resume_errored=True)
-        set_restored_callbacks(tuner, [driver])
-        return tuner
+        return fit_restored(path, sweep, driver)
     return tune.Tuner(
         trainable(sweep, driver.info.data_hash),
         param_space={REPLICA_KEY: tune.grid_search(specs)},
@@ -61,7 +58,7 @@ def replica_tuner(sweep: Sweep, driver: SweepDriver, specs: list[dict]) -> tune.
             log_to_file=True, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: evaluated
             failure_config=tune.FailureConfig(max_failures=sweep.space.budget.max_failures),
         ),
-    )
+    ).fit()
 
 
 def train_replicas(sweep: Sweep, driver: SweepDriver, finalists: list[TrialState], seeds: int,
@@ -71,7 +68,7 @@ def train_replicas(sweep: Sweep, driver: SweepDriver, finalists: list[TrialState
     if not specs:
         return []
     progress.replicas = len(specs)
-    grid = replica_tuner(sweep, driver, specs).fit()
+    grid = fit_replicas(sweep, driver, specs)
     for result in grid:  # replicas that finished before a resume: this driver never saw them
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id and trial_id not in driver.trials:

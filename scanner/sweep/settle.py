@@ -23,7 +23,7 @@ from scanner.sweep.states import TrialState
 from scanner.tracking import PARENT_KEY, MlflowWriter, find_runs_by_tag
 from trainables.contract import Status, Tag, tag_value
 
-ORPHAN = "orphan: the driver died before Tune recorded this trial"
+ORPHAN = "orphan: the sweep stopped before Tune recorded this trial; a resume may have run its configuration again"
 INTERRUPTED = "interrupted by the user"
 DRIVER_FAILED = "the sweep's driver failed"
 
@@ -78,9 +78,12 @@ def _best_checkpoint(result) -> str | None:
     return str(max(found)[1]) if found else None
 
 
-def close_leftovers(writer: MlflowWriter, experiment_id: str, instance: str, known_trial_ids: set[str]) -> None:
-    """Runs of this instance that Tune's snapshot never saw (the driver was killed) end KILLED; runs that
-    recovered keep their earlier failure as ``scan.failure_history``."""
+def close_leftovers(writer: MlflowWriter, experiment_id: str, instance: str, known_trial_ids: set[str],
+                    replicas: bool = False) -> None:
+    """Runs of this instance that Tune's snapshot never saw end KILLED, whether the driver was killed (RUNNING) or
+    ended them itself before the snapshot was written (FAILED: a full disk); their failure goes to
+    ``scan.failure_history``. Runs that recovered keep their earlier failure there too. ``replicas`` picks the seed
+    replicas' runs (their own Tune experiment) instead of the search's."""
     try:
         runs = find_runs_by_tag(writer.client, experiment_id, {Tag.INSTANCE: instance})
     except MlflowException as exc:  # MLflow away at the very end: the next resume tidies up
@@ -89,18 +92,24 @@ def close_leftovers(writer: MlflowWriter, experiment_id: str, instance: str, kno
         return
     for run in runs:
         tags, trial_id = run.data.tags, run.data.tags.get(Tag.TRIAL_ID)
-        if not trial_id:
+        if not trial_id or (Tag.REPLICA_OF in tags) != replicas:
             continue
         key = f"run:{run.info.run_id}"
-        if trial_id not in known_trial_ids and run.info.status == "RUNNING":
+        if trial_id not in known_trial_ids and run.info.status in ("RUNNING", "FAILED"):
             writer.use_run(key, run.info.run_id)
-            writer.set_tags(key, {Tag.STATUS: Status.FAILED, Tag.FAILURE: ORPHAN})
+            writer.set_tags(key, {Tag.STATUS: Status.FAILED, Tag.FAILURE: ORPHAN, **_history(tags)})
             writer.end_run(key, "KILLED")
         elif tags.get(Tag.STATUS) in (Status.COMPLETED, Status.STOPPED_EARLY) and tags.get(Tag.FAILURE):
-            history = "; ".join(filter(None, [tags.get(Tag.FAILURE_HISTORY), tags[Tag.FAILURE]]))
             writer.use_run(key, run.info.run_id)
-            writer.set_tags(key, {Tag.FAILURE_HISTORY: tag_value(history)})
+            writer.set_tags(key, _history(tags))
             writer.delete_tags(key, [Tag.FAILURE])
+
+
+def _history(tags: dict[str, str]) -> dict[str, str]:
+    """The run's failure appended to its ``scan.failure_history`` (empty when it has no failure)."""
+    if not tags.get(Tag.FAILURE):
+        return {}
+    return {Tag.FAILURE_HISTORY: tag_value("; ".join(filter(None, [tags.get(Tag.FAILURE_HISTORY), tags[Tag.FAILURE]])))}
 
 
 def fail_unfinished_study_trials(study: StudyHandle) -> int:

@@ -108,4 +108,5 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     if outcome.status == "failed":
         # NaN is how Optuna learns of a failed trial (it marks it FAIL); the callback tags the run failed.
         final = {o.metric: math.nan for o in space.objectives}
-        tune.report({**final, EPOCH_KEY: max(outcome.epochs, reporter.last_epoch), FAILURE_KEY: outcome.failure or "failed"})
+        tune.report({**final, EPOCH_KEY: max(outcome.epochs, reporter.last_epoch),
+                     FAILURE_KEY: outcome.failure or "failed"})

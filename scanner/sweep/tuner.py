@@ -3,7 +3,11 @@ own snapshot for ``scanner resume``."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from ray import tune
+from ray.tune import ResultGrid
 
 from scanner.compat import set_restored_callbacks
 from scanner.sweep.driver import SweepDriver
@@ -11,7 +15,7 @@ from scanner.sweep.results import SCORE_KEY
 from scanner.sweep.scheduler import make_scheduler
 from scanner.sweep.searcher import make_searcher
 from scanner.sweep.setup import EXPERIMENT_DIR, Sweep, optuna_url
-from scanner.sweep.trial import SweepContext, run_trial
+from scanner.sweep.trial import CHECKPOINT_GLOB, SweepContext, run_trial
 from scanner.tracking import JournalRunIds
 
 
@@ -50,12 +54,39 @@ def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
     )
 
 
-def restored_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
-    """Tune's own snapshot, with the searcher's state; a live driver replaces the one pickled in tuner.pkl."""
-    tuner = tune.Tuner.restore(str(sweep.experiment_path), trainable=trainable(sweep, driver.info.data_hash),
-                               resume_errored=True)
-    set_restored_callbacks(tuner, [driver])
-    return tuner
+def fit_restored(path: Path, sweep: Sweep, driver: SweepDriver) -> ResultGrid:
+    """Go on from Tune's own snapshot at ``path`` (with the searcher's state); a live driver replaces the one pickled
+    in tuner.pkl. Errored trials are resumed too (a full disk, an interrupted worker)."""
+    with stand_ins_for_deleted_checkpoints(path):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable(sweep, driver.info.data_hash), resume_errored=True)
+        set_restored_callbacks(tuner, [driver])
+        return tuner.fit()
+
+
+@contextlib.contextmanager
+def stand_ins_for_deleted_checkpoints(experiment: Path):
+    """An empty folder for each checkpoint a trial no longer has below its newest, while Tune restores.
+
+    Tune deletes a trial's older checkpoint (``num_to_keep``) when a newer one arrives, and writes the snapshot that
+    stops naming it a moment later. A kill in between leaves a snapshot naming a missing folder, and Tune's restore
+    then fails that trial for good ("does not exist on storage anymore"). With an empty folder in its place, the
+    trial's ``TuneReporter.resume_from`` skips it (no state loads) and goes on from the newest checkpoint that loads.
+    The stand-ins still empty afterwards are removed."""
+    made = []
+    for trial_dir in {c.parent for c in experiment.glob(f"*/{CHECKPOINT_GLOB}")}:
+        present = {int(c.name.rpartition("_")[2]) for c in trial_dir.glob(CHECKPOINT_GLOB)
+                   if c.name.rpartition("_")[2].isdigit()}
+        for index in range(max(present, default=0)):
+            if index not in present:
+                folder = trial_dir / f"checkpoint_{index:06d}"
+                folder.mkdir()
+                made.append(folder)
+    try:
+        yield made
+    finally:
+        for folder in made:
+            with contextlib.suppress(FileNotFoundError, OSError):  # gone (Tune rotated it) or used: leave it
+                folder.rmdir()
 
 
 def resumable(sweep: Sweep) -> bool:

@@ -49,4 +49,5 @@ def test_a_full_disk_ends_the_sweep_in_one_line_and_resume_finishes(tmp_path, tm
     parents = [r for r in runs if r.data.tags.get("scan.role") == "parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("scan.trial_id") and r.info.status != "KILLED"]
-    assert len(children) == 4 and len({r.data.tags["scan.trial_id"] for r in children}) == 4
+    shown = [(r.info.run_name, r.data.tags["scan.trial_id"], r.info.status, r.data.tags.get("scan.role")) for r in children]
+    assert len(children) == 4 and len({r.data.tags["scan.trial_id"] for r in children}) == 4, shown
