@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -150,10 +151,8 @@ def main() -> None:
                                                      target=target, perturbations_per_eval=args.batch)[0].numpy()
     distinct = [1 + len(plan_occlusion(im, args.patch, args.stride).first) for im in images]
 
-    print(f"date        {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    print(f"command     python {' '.join(sys.argv)}")
-    print(f"machine     {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}")
+    print_header()
+    print(f"torch       {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"event       {pick} of 64 (synthetic, seed 0): {images.shape[1]}x{args.size}x{args.size}, "
           f"{100 * occupancy[pick]:.2f} % pixels lit; {args.model}, target class {target}")
     print(f"patches     {len(where)} ({args.patch}x{args.patch}, stride {args.stride}, one view at a time); "

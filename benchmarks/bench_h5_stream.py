@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BATCH = 64
@@ -130,6 +132,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers for the streamed epoch")
     ap.add_argument("--repeats", type=int, default=2, help="alternating epochs of each kind")
     args = ap.parse_args()
+    print_header()
     import torch
 
     from trainables.config import DataConfig

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODELS = ("small_cnn", "small_cnn_tiny", "resnet_tiny")
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    print_header()
 
     import torch
     from scipy.stats import spearmanr

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 import numpy as np
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -178,6 +180,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="report this many times; the fastest is printed")
     ap.add_argument("--rebuild", action="store_true")
     args = ap.parse_args()
+    print_header()
     uri = cached_store(args.trials, args.rebuild)
 
     one_report(uri)  # warm: imports and the sqlite engine, which a user pays once per process

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SPACE = """\
@@ -130,6 +132,7 @@ def main() -> None:
     ap.add_argument("--work", help="a folder to work in; an earlier run's data and finished grid there are "
                                    "reused (the grid is seeded and deterministic, and takes most of the hour)")
     args = ap.parse_args()
+    print_header()
     grid = FULL
     if args.smoke:
         grid, args.seeds, args.epochs, args.asha_trials = SMOKE, args.seeds[:1], 2, 4

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SPACE = """\
@@ -230,6 +232,7 @@ def main() -> None:
     ap.add_argument("--plain-only", help=argparse.SUPPRESS)  # internal: the plain loop of a finished sweep's folder
     ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    print_header()
     if args.plain_only:
         os.chdir(args.plain_only)
         plain_s, trials = run_plain(Path(args.plain_only), args.threads)

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TARGET = 500.0  # events/s at 128x128: a 5000-event demo file in ~10 s
 
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=3000)
     ap.add_argument("--size", type=int, default=128)
     args = ap.parse_args()
+    print_header()
     from trainables.data import write_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:

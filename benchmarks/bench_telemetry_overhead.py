@@ -15,6 +15,8 @@ import os
 import statistics
 import time
 
+from _header import print_header  # benchmarks/ is on sys.path when a script runs
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     args = parser.parse_args()
+    print_header()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
