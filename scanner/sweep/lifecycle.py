@@ -290,7 +290,7 @@ def fail_unfinished(life: Life) -> None:
     try:
         end_unfinished(life.driver, life.writer, interrupted=False)
     except JournalFull:
-        life.writer.end_runs_directly("the sweep's driver failed; its journal is full")
+        life.writer.end_runs_directly("the sweep's driver failed; its journal is full", NO_SPACE_FLUSH_S)
 
 
 def no_space(life: Life) -> SweepFailed:
@@ -298,9 +298,11 @@ def no_space(life: Life) -> SweepFailed:
     MLflow (nothing stays RUNNING: the journal cannot take their end), and `scanner resume` finishes once there is
     space."""
     folder = life.sweep.folder
-    unreached = life.writer.end_runs_directly(f"no space left on device under {folder}") if life.writer else []
-    if life.writer is not None:  # the line below says what the journal keeps
-        life.writer.close(NO_SPACE_FLUSH_S, say=False)
+    unreached = []
+    if life.writer is not None:
+        unreached = life.writer.end_runs_directly(f"no space left on device under {folder}", NO_SPACE_FLUSH_S)
+        # no second wait: a run whose start MLflow takes only now would stay RUNNING; the resume writes the rest
+        life.writer.close(0.0, say=False)  # the line below says what the journal keeps
         life.writer = None
     tail = f" ({len(unreached)} run(s) could not be ended: MLflow's store is full too)" if unreached else ""
     return SweepFailed(f"no space left on device under {folder}: the sweep stopped; its journal keeps what MLflow "

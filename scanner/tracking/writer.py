@@ -199,10 +199,13 @@ class MlflowWriter:
         self._raise_failure()
         return self._closed
 
-    def end_runs_directly(self, why: str) -> list[str]:
+    def end_runs_directly(self, why: str, flush_s: float) -> list[str]:
         """The journal cannot take another record (a full disk): end the runs it started FAILED straight through
-        MLflow, so that none stays RUNNING. What the journal holds is written by the next writer (``scanner
-        resume``). Returns the runs it could not reach (MLflow's own store may be full too)."""
+        MLflow, so that none stays RUNNING. The queue is flushed first (at most ``flush_s``): a run whose start was
+        still queued would otherwise be created after this and stay RUNNING. What the journal still holds is
+        written by the next writer (``scanner resume``). Returns the runs it could not reach (MLflow's own store
+        may be full too)."""
+        self._wait_empty(flush_s)
         unreached = []
         for run_key, run_id in self.run_ids().items():
             try:
