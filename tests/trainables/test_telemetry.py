@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from types import SimpleNamespace
 import time
 import types
@@ -214,13 +215,23 @@ def test_nvml_sampler_drops_unsupported_readings():
 
 
 def test_nvml_sampler_thread_samples_and_stops():
-    sampler = NvmlSampler("h", nvml_module=fake_nvml(util=[70], power_mw=[150_000]), interval_s=0.01)
+    nvml = fake_nvml(util=[70], power_mw=[150_000])
+    read_util, reads, twice = nvml.nvmlDeviceGetUtilizationRates, [], threading.Event()
+
+    def counted_util(handle):
+        reads.append(threading.current_thread().name)
+        if len(reads) >= 2:
+            twice.set()
+        return read_util(handle)
+
+    nvml.nvmlDeviceGetUtilizationRates = counted_util
+    sampler = NvmlSampler("h", nvml_module=nvml, interval_s=0.01)
     sampler.start()
-    time.sleep(0.2)
+    assert twice.wait(60), "the sampler thread never read NVML twice"
     sampler.stop()
-    assert sampler._counts["sys/gpu_util_pct"] >= 2  # the thread, not means(), took these
+    assert set(reads) == {"nvml-sampler"}  # the thread, not means(), took these
+    assert not [t for t in threading.enumerate() if t.name == "nvml-sampler"]
     assert sampler.means() == pytest.approx({"sys/gpu_util_pct": 70.0, "sys/gpu_power_w": 150.0})
-    assert sampler._thread is None
 
 
 def test_nvml_sampler_this_process_sm_share():
@@ -299,20 +310,42 @@ def test_step_times_on_cpu_are_the_host_times():
     assert steps.percentiles() == {}  # no step: no key
 
 
-def _sleepy_loader(n_batches: int, sleep_s: float):
+class ScriptedClock:
+    """``time.perf_counter`` that moves only when the test says time passes: the expected figures are exact,
+    whatever else runs on the machine."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> ScriptedClock:
+    scripted = ScriptedClock()
+    monkeypatch.setattr(telemetry_module.time, "perf_counter", scripted.perf_counter)
+    return scripted
+
+
+def _slow_loader(clock: ScriptedClock, n_batches: int, load_s: float):
     for i in range(n_batches):
-        time.sleep(sleep_s)
+        clock.sleep(load_s)
         yield torch.full((4,), float(i))
 
 
-def _run_epoch(telemetry: EpochTelemetry, load_s: float, compute_s: float) -> dict[str, float]:
+def _run_epoch(telemetry: EpochTelemetry, clock: ScriptedClock, load_s: float, compute_s: float) -> dict[str, float]:
+    """Five batches of four samples; each takes ``load_s`` to arrive and ``compute_s`` to train on."""
     telemetry.start_epoch()
-    for _ in telemetry.timed(_sleepy_loader(5, load_s)):
-        time.sleep(compute_s)
+    for _ in telemetry.timed(_slow_loader(clock, 5, load_s)):
+        clock.sleep(compute_s)
     return telemetry.end_epoch(n_samples=20)
 
 
-def test_cpu_epoch_has_perf_and_process_metrics_and_no_gpu_keys(monkeypatch):
+def test_cpu_epoch_has_perf_and_process_metrics_and_no_gpu_keys(monkeypatch, clock):
     def forbidden(*args, **kwargs):
         raise AssertionError("a CUDA/NVML function was called on CPU")
 
@@ -320,29 +353,29 @@ def test_cpu_epoch_has_perf_and_process_metrics_and_no_gpu_keys(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, forbidden)
     monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=forbidden))
     with EpochTelemetry(torch.device("cpu")) as telemetry:
-        metrics = _run_epoch(telemetry, load_s=0.01, compute_s=0.0)
+        metrics = _run_epoch(telemetry, clock, load_s=0.01, compute_s=0.02)
     assert {"perf/epoch_s", "perf/samples_per_s", "perf/data_wait_frac", "sys/rss_gb", "sys/cpu_pct",
             "perf/step_ms_p50", "perf/step_ms_p95"} <= set(metrics)
     assert not [key for key in metrics if key.startswith("sys/gpu")]
-    assert metrics["perf/epoch_s"] >= 0.05 and metrics["sys/rss_gb"] > 0
-    assert 0 <= metrics["perf/step_ms_p50"] <= metrics["perf/step_ms_p95"]
-    assert 0 < metrics["perf/samples_per_s"] <= 20 / 0.05
+    assert metrics["perf/epoch_s"] == pytest.approx(0.15) and metrics["sys/rss_gb"] > 0
+    assert metrics["perf/samples_per_s"] == pytest.approx(20 / 0.15)
+    assert metrics["perf/step_ms_p50"] == pytest.approx(20.0) and metrics["perf/step_ms_p95"] == pytest.approx(20.0)
 
 
-def test_cpu_step_times_exclude_the_data_wait():
+def test_cpu_step_times_exclude_the_data_wait(clock):
     with EpochTelemetry("cpu") as telemetry:
-        waiting = _run_epoch(telemetry, load_s=0.1, compute_s=0.0)
-        computing = _run_epoch(telemetry, load_s=0.0, compute_s=0.03)
-    assert computing["perf/step_ms_p50"] >= 30.0  # a sleep lasts at least what it asks
-    assert waiting["perf/step_ms_p50"] < 100.0  # with the 100 ms waits counted, every step would be longer
+        waiting = _run_epoch(telemetry, clock, load_s=0.1, compute_s=0.0)
+        computing = _run_epoch(telemetry, clock, load_s=0.0, compute_s=0.03)
+    assert waiting["perf/step_ms_p50"] == pytest.approx(0.0)  # with the 100 ms waits counted it would be 100
+    assert computing["perf/step_ms_p50"] == pytest.approx(30.0)
 
 
-def test_data_wait_fraction_follows_where_the_time_goes():
+def test_data_wait_fraction_follows_where_the_time_goes(clock):
     with EpochTelemetry("cpu") as telemetry:
-        waiting = _run_epoch(telemetry, load_s=0.03, compute_s=0.0)
-        computing = _run_epoch(telemetry, load_s=0.0, compute_s=0.03)
-    assert waiting["perf/data_wait_frac"] > 0.5
-    assert computing["perf/data_wait_frac"] < 0.5
+        waiting = _run_epoch(telemetry, clock, load_s=0.03, compute_s=0.01)
+        computing = _run_epoch(telemetry, clock, load_s=0.01, compute_s=0.03)
+    assert waiting["perf/data_wait_frac"] == pytest.approx(0.75)
+    assert computing["perf/data_wait_frac"] == pytest.approx(0.25)
 
 
 def test_cpu_pct_counts_this_process_busy_time():
@@ -370,7 +403,7 @@ def _cuda_stats_sequence(monkeypatch, *stats_dicts):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=DEVICE_TOTAL))
 
 
-def test_cuda_path_with_recorded_stats_and_fake_nvml(monkeypatch, scripted_cuda_events):
+def test_cuda_path_with_recorded_stats_and_fake_nvml(monkeypatch, scripted_cuda_events, clock):
     """The GPU branch end to end, without a GPU: recorded allocator stats, a fake NVML picked by UUID, a device
     shared with a second trial's process."""
     me = os.getpid()
@@ -385,7 +418,7 @@ def test_cuda_path_with_recorded_stats_and_fake_nvml(monkeypatch, scripted_cuda_
     _cuda_stats_sequence(monkeypatch, dict(RECORDED_STATS, num_alloc_retries=1), RECORDED_STATS)
     scripted_cuda_events.clock = [float(t) for t in range(10)]  # 5 steps of 1 ms
     telemetry = EpochTelemetry(torch.device("cuda:0"))
-    metrics = _run_epoch(telemetry, load_s=0.0, compute_s=0.0)
+    metrics = _run_epoch(telemetry, clock, load_s=0.0, compute_s=0.0)
     telemetry.close()
     assert resets == [torch.device("cuda:0")]
     assert metrics["sys/gpu_mem_reserved_gb"] == pytest.approx(2.0)
@@ -402,7 +435,7 @@ def test_cuda_path_with_recorded_stats_and_fake_nvml(monkeypatch, scripted_cuda_
     assert ("uuid", "GPU-bbbb") in nvml.calls and nvml.calls[-1] == ("shutdown",)
 
 
-def test_cuda_in_a_container_leaves_per_process_keys_out(monkeypatch, scripted_cuda_events):
+def test_cuda_in_a_container_leaves_per_process_keys_out(monkeypatch, scripted_cuda_events, clock):
     """NVML lists host PIDs that are not ours: sharing is counted, this process's memory and SM share are absent."""
     nvml = fake_nvml(util=[80], power_mw=[250_000], processes=[nvml_process(70001, 3 * GIB), nvml_process(70002, GIB)],
                      proc_util=[[(70001, 35)]])
@@ -413,12 +446,12 @@ def test_cuda_in_a_container_leaves_per_process_keys_out(monkeypatch, scripted_c
     _cuda_stats_sequence(monkeypatch, RECORDED_STATS)
     scripted_cuda_events.clock = [float(t) for t in range(10)]
     with EpochTelemetry("cuda:0") as telemetry:
-        metrics = _run_epoch(telemetry, load_s=0.0, compute_s=0.0)
+        metrics = _run_epoch(telemetry, clock, load_s=0.0, compute_s=0.0)
     assert metrics["sys/gpu_procs_sharing"] == 2.0
     assert "sys/gpu_proc_mem_gb" not in metrics and "sys/gpu_proc_util_pct" not in metrics
 
 
-def test_cuda_with_expandable_segments_has_no_fragmentation(monkeypatch, scripted_cuda_events):
+def test_cuda_with_expandable_segments_has_no_fragmentation(monkeypatch, scripted_cuda_events, clock):
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(util=[50], power_mw=[100_000]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa-1111")
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
@@ -426,7 +459,7 @@ def test_cuda_with_expandable_segments_has_no_fragmentation(monkeypatch, scripte
     _cuda_stats_sequence(monkeypatch, EXPANDABLE_STATS)
     scripted_cuda_events.clock = [float(t) for t in range(10)]
     with EpochTelemetry("cuda:0") as telemetry:
-        metrics = _run_epoch(telemetry, load_s=0.0, compute_s=0.0)
+        metrics = _run_epoch(telemetry, clock, load_s=0.0, compute_s=0.0)
     assert "sys/gpu_fragmentation" not in metrics
     assert metrics["sys/gpu_cache_slack"] == pytest.approx(0.375)
     assert "sys/gpu_proc_mem_gb" not in metrics  # this fake NVML lists no processes: nothing per process
@@ -442,7 +475,7 @@ def test_cuda_path_prefers_torch_uuid_over_index(monkeypatch):
     assert telemetry_module.nvml_handle_for(nvml, 1) == "GPU-bbbb-2222"  # index fallback: physical 1
 
 
-def test_missing_nvml_leaves_its_keys_out(monkeypatch, scripted_cuda_events):
+def test_missing_nvml_leaves_its_keys_out(monkeypatch, scripted_cuda_events, clock):
     def no_driver():
         raise FakeNvmlError("NVML Shared Library Not Found")
 
@@ -451,7 +484,7 @@ def test_missing_nvml_leaves_its_keys_out(monkeypatch, scripted_cuda_events):
     _cuda_stats_sequence(monkeypatch, RECORDED_STATS)
     scripted_cuda_events.clock = [float(t) for t in range(10)]
     with EpochTelemetry("cuda:0") as telemetry:
-        metrics = _run_epoch(telemetry, load_s=0.0, compute_s=0.0)
+        metrics = _run_epoch(telemetry, clock, load_s=0.0, compute_s=0.0)
     assert "sys/gpu_mem_allocated_gb" in metrics
     nvml_keys = ("sys/gpu_util_pct", "sys/gpu_power_w", "sys/gpu_proc_mem_gb", "sys/gpu_procs_sharing",
                  "sys/gpu_proc_util_pct")
