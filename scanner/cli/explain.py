@@ -18,7 +18,6 @@ from trainables.contract import Artifact
 from scanner.cli.export import resolve_trial, tracking_client
 from trainables.errors import BadInput
 
-EXPLAIN_ARTIFACT_DIR = Artifact.EXPLAIN_DIR  # the run's artifact folder; the report looks for it
 METHOD_NAMES = ("occlusion", "saliency", "integrated-gradients")  # trainables.explain.METHODS, without torch
 
 
@@ -79,7 +78,7 @@ def run_explain(args) -> int:
     if target.run_id:
         client = tracking_client(args.tracking_uri)
         for path in files:
-            client.log_artifact(target.run_id, str(path), EXPLAIN_ARTIFACT_DIR)
-        print(f"logged to run {target.run_id} under {EXPLAIN_ARTIFACT_DIR}/")
+            client.log_artifact(target.run_id, str(path), Artifact.EXPLAIN_DIR)
+        print(f"logged to run {target.run_id} under {Artifact.EXPLAIN_DIR}/")
     print(out / PAGE)
     return 0

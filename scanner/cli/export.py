@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-EXPORT_ARTIFACT_DIR = "export"  # the .onnx file's folder on the run
-
 
 def register(sub, parent) -> None:
     p = sub.add_parser(
@@ -155,8 +153,8 @@ def run_export(args) -> int:
     _log_parity(args.tracking_uri, target.run_id, parity.metrics())
     logged = ""
     if target.run_id:
-        tracking_client(args.tracking_uri).log_artifact(target.run_id, str(out), EXPORT_ARTIFACT_DIR)
-        logged = f"; logged to run {target.run_id} as {EXPORT_ARTIFACT_DIR}/{out.name}"
+        tracking_client(args.tracking_uri).log_artifact(target.run_id, str(out), Artifact.EXPORT_DIR)
+        logged = f"; logged to run {target.run_id} as {Artifact.EXPORT_DIR}/{out.name}"
     print(f"wrote {trial.name} ({trial.weights} weights, opset {result.opset}, input {trial.image_shape} "
           f"float32, output '{trial.output_name}'){logged}:")
     print(out)
