@@ -86,13 +86,17 @@ def best_run(sweep: str, tracking_uri: str, shown: str) -> Run:
 
 
 def _resolved(run: Run, shown: str, tracking_uri: str) -> Resolved:
+    return Resolved(checkpoint_of(run, tracking_uri, shown), run.info.run_id, run.data.tags.get(Tag.TRIAL_ID))
+
+
+def checkpoint_of(run: Run, tracking_uri: str, shown: str) -> str:
+    """The run's checkpoint folder: where its tag points when that folder is here, else the copy the run carries
+    as an artifact, fetched (``shown``, what the user asked for, starts every error line)."""
     path = run.data.tags.get(Tag.CHECKPOINT)
     if not path:
         raise BadInput(f"'{shown}': run {run.info.run_id} has no {Tag.CHECKPOINT} tag (it never finished an epoch); "
                        "pick another run")
-    if not Path(path).exists():
-        path = fetch_checkpoint(run, tracking_uri, shown)
-    return Resolved(path, run.info.run_id, run.data.tags.get(Tag.TRIAL_ID))
+    return path if Path(path).exists() else fetch_checkpoint(run, tracking_uri, shown)
 
 
 def fetch_checkpoint(run: Run, tracking_uri: str, shown: str) -> str:
