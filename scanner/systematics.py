@@ -1,6 +1,6 @@
 """``scanner evaluate``'s work: the runs of a TARGET, their checkpoints on detector variants, logged as ``syst/``.
 
-    checkpoints = load_checkpoints(target_runs("finals-of:demo", uri, client), client)
+    checkpoints = load_checkpoints(target_runs("finals-of:demo", uri, client), "finals-of:demo", uri, client)
     jobs = plan_jobs(checkpoints, [("noisy", Path("noisy.h5"))], split=None)   # every check, nothing run yet
     results = evaluate_jobs(jobs, scratch)                                      # nothing logged yet
     log_results(client, results, seed_aggregates(results))
@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from reports import load_sweep
 from scanner.seeds import SEEDS_N, seed_aggregate
-from scanner.targets import resolve_run
+from scanner.targets import checkpoint_of, resolve_run
 from scanner.tracking import MAX_BATCH_METRICS, checkpoint_artifact_files
 from trainables.checkpoint import load_state
 from trainables.config import DataConfig
@@ -154,15 +154,12 @@ class Checkpoint:
         return self.run.data.tags.get(Tag.REPLICA_OF) or None
 
 
-def load_checkpoints(runs: list[Run], client: MlflowClient) -> list[Checkpoint]:
+def load_checkpoints(runs: list[Run], target: str, tracking_uri: str, client: MlflowClient) -> list[Checkpoint]:
+    """Each run's checkpoint: its folder when here, else the copy the run carries, fetched as ``export`` fetches."""
     spaces: dict[str, DataConfig | None] = {}
     out = []
     for run in runs:
-        folder = Path(run.data.tags.get(Tag.CHECKPOINT) or "")
-        if not run.data.tags.get(Tag.CHECKPOINT) or not folder.exists():
-            raise BadInput(f"run '{run.info.run_name}' ({run.info.run_id[:8]}): checkpoint "
-                           f"'{folder if run.data.tags.get(Tag.CHECKPOINT) else '(none)'}' is not here; restore it, "
-                           "or evaluate on the machine that holds the sweep's scans/ folder")
+        folder = Path(checkpoint_of(run, tracking_uri, target))
         state = load_state(folder)
         train_data = training_data(run, client, state["meta"], spaces)
         out.append(Checkpoint(run, folder, int(state.get("epoch") or 0), trained_on(state, train_data), train_data))

@@ -11,6 +11,10 @@ a seed replica. Trials receive the resolved path, so they never query MLflow.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -82,29 +86,60 @@ def best_run(sweep: str, tracking_uri: str, shown: str) -> Run:
 
 
 def _resolved(run: Run, shown: str, tracking_uri: str) -> Resolved:
+    return Resolved(checkpoint_of(run, tracking_uri, shown), run.info.run_id, run.data.tags.get(Tag.TRIAL_ID))
+
+
+def checkpoint_of(run: Run, tracking_uri: str, shown: str) -> str:
+    """The run's checkpoint folder: where its tag points when that folder is here, else the copy the run carries
+    as an artifact, fetched (``shown``, what the user asked for, starts every error line)."""
     path = run.data.tags.get(Tag.CHECKPOINT)
     if not path:
         raise BadInput(f"'{shown}': run {run.info.run_id} has no {Tag.CHECKPOINT} tag (it never finished an epoch); "
                        "pick another run")
-    if not Path(path).exists():
-        path = fetch_checkpoint(run, tracking_uri, shown)
-    return Resolved(path, run.info.run_id, run.data.tags.get(Tag.TRIAL_ID))
+    return path if Path(path).exists() else fetch_checkpoint(run, tracking_uri, shown)
 
 
 def fetch_checkpoint(run: Run, tracking_uri: str, shown: str) -> str:
     """The checkpoint the run carries as an artifact (``tracking.log_checkpoints: best``), downloaded once into
-    ``scans/_fetched/<run id>/``: the sweep ran on another machine, or its folder is gone."""
+    ``scans/_fetched/<run id>/``: the sweep ran on another machine, or its folder is gone.
+
+    The download goes to a folder of its own beside it and is renamed into place whole, so a download killed
+    half-way or a second command fetching at once never leaves a partial folder under that name."""
     client = client_for(tracking_uri)
-    folder = Path(SCANS_DIR).resolve() / FETCHED_DIR / run.info.run_id
-    if (folder / Artifact.CHECKPOINT_DIR / Artifact.STATE).exists():
-        return str(folder / Artifact.CHECKPOINT_DIR)
-    listed = {f.path for f in client.list_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR)}
-    if f"{Artifact.CHECKPOINT_DIR}/{Artifact.STATE}" not in listed:
+    logged = {f.path: f for f in client.list_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR)}
+    state = logged.get(f"{Artifact.CHECKPOINT_DIR}/{Artifact.STATE}")
+    if state is None:
         raise BadInput(f"'{shown}': checkpoint {run.data.tags[Tag.CHECKPOINT]} of run {run.info.run_id} is not on this "
                        "machine and the run carries none (tracking.log_checkpoints: best logs them); copy the folder "
                        "here or pick another run")
-    folder.mkdir(parents=True, exist_ok=True)
-    return client.download_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR, str(folder))
+    folder = Path(SCANS_DIR).resolve() / FETCHED_DIR / run.info.run_id
+    if not _is_whole(folder, state.file_size):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{run.info.run_id}.", dir=folder.parent))
+        try:
+            client.download_artifacts(run.info.run_id, Artifact.CHECKPOINT_DIR, str(staging))
+            _move_into_place(staging, folder, state.file_size)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone once renamed; ours when another command won
+    return str(folder / Artifact.CHECKPOINT_DIR)
+
+
+def _is_whole(folder: Path, state_size: int | None) -> bool:
+    """Whether a fetched folder holds the whole logged state (its size, when the store gives one)."""
+    state = folder / Artifact.CHECKPOINT_DIR / Artifact.STATE
+    return state.is_file() and (state_size is None or state.stat().st_size == state_size)
+
+
+def _move_into_place(staging: Path, folder: Path, state_size: int | None) -> None:
+    """Rename the downloaded folder to ``folder``; if another command renamed its own there first, theirs stays."""
+    if folder.exists() and not _is_whole(folder, state_size):
+        # a partial folder left by a download killed before fetching went through a rename: never used, replaced
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(staging, folder)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
 
 
 def check_inits(space: SpaceFile, events: EventFile, resolved: dict[str, Resolved], searched: bool = True) -> None:

@@ -70,7 +70,8 @@ def run_evaluate(args) -> int:
     labelled = labelled_variants(args.data, args.label)
     check_reachable(args.tracking_uri)
     client = MlflowClient(args.tracking_uri)
-    checkpoints = syst.load_checkpoints(syst.target_runs(args.target, args.tracking_uri, client), client)
+    runs = syst.target_runs(args.target, args.tracking_uri, client)
+    checkpoints = syst.load_checkpoints(runs, args.target, args.tracking_uri, client)
     jobs = syst.plan_jobs(checkpoints, labelled, args.split)
     with tempfile.TemporaryDirectory(prefix="scanner-evaluate-") as scratch:
         results = syst.evaluate_jobs(jobs, Path(scratch), say=lambda line: print(line, file=sys.stderr))

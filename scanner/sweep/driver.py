@@ -14,8 +14,8 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from scanner.sweep.progress import ProgressLine
-from scanner.sweep.results import (FAILURE_KEY, IS_BEST_KEY, checkpoint_epoch, is_baseline, read_mark, replica_spec,
-                                   result_epoch)
+from scanner.sweep.results import (FAILURE_KEY, IS_BEST_KEY, becomes_best, checkpoint_epoch, is_baseline, read_mark,
+                                   replica_spec, result_epoch)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.trial import resolve_config
 from scanner.tracking import PARENT_KEY, MlflowWriter, checkpoint_artifact_files, trial_run_name, trial_tags
@@ -91,8 +91,7 @@ class SweepDriver(Callback):
         folder = Path(checkpoint.path)
         mark = read_mark(folder)
         state.last_checkpoint = str(folder)
-        # a replica is judged at its last epoch (the original's best), and Tune keeps only its latest checkpoint
-        if not (mark or {}).get("is_best") and state.replica_of is None:
+        if not becomes_best(mark, state.replica_of is not None):
             return
         state.best_checkpoint, state.best_epoch = str(folder), int(mark["epoch"])
         self.writer.set_tags(state.trial_id, {Tag.CHECKPOINT: str(folder)})

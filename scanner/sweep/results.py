@@ -33,11 +33,20 @@ def write_mark(folder: Path, epoch: int, is_best: bool) -> None:
 
 
 def read_mark(folder: Path) -> dict | None:
-    """The epoch mark of a checkpoint folder, or None when it has none (or it does not parse)."""
+    """The epoch mark of a checkpoint folder, or None when it has none (or it is not a mark: it does not parse, or
+    holds no whole epoch)."""
     try:
-        return json.loads((Path(folder) / EPOCH_MARK).read_text())
+        mark = json.loads((Path(folder) / EPOCH_MARK).read_text())
     except (OSError, ValueError):
         return None
+    return mark if isinstance(mark, dict) and isinstance(mark.get("epoch"), int) else None
+
+
+def becomes_best(mark: dict | None, replica: bool) -> bool:
+    """Whether a checkpoint with this mark becomes the trial's best: a searched trial's best epoch; any checkpoint of
+    a seed replica (judged at its last epoch, the original's best; Tune keeps only its latest). A checkpoint without
+    a mark cannot be judged."""
+    return mark is not None and (replica or bool(mark.get("is_best")))
 
 
 def checkpoint_epoch(checkpoint) -> int:

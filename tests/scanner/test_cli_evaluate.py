@@ -8,7 +8,10 @@ import re
 import h5py
 import numpy as np
 import pytest
+from fixtures_checkpoint import hand_run
 from fixtures_evaluate import EVENTS, SIZE
+from fixtures_tracking import fresh_store
+from mlflow.tracking import MlflowClient
 
 from scanner.cli import main
 from scanner.targets import resolve_run
@@ -122,6 +125,27 @@ def test_an_incompatible_variant_is_one_line_and_nothing_is_logged(syst_sweep, v
 def test_bad_labels_are_one_line(syst_sweep, capsys, args, words):
     assert evaluate(syst_sweep, "finals-of:syst", *args) == 2
     assert words in one_error_line(capsys)
+
+
+def test_a_run_whose_folder_is_gone_is_evaluated_from_the_checkpoint_it_carries(syst_sweep, variants, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """As `export` and `explain` do: the run's checkpoint artifact, fetched into scans/_fetched/<run id>/."""
+    uri = fresh_store(tmp_path / "store")
+    client = MlflowClient(uri)
+    gone = tmp_path / "elsewhere" / "checkpoint_000001"  # the sweep's folder, on another machine
+    run_id = hand_run(client, "far", gone, syst_sweep.nominal)
+    client.log_artifact(run_id, str(syst_sweep.checkpoints["t02"] / "state.pt"), "checkpoint")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", f"run:{run_id}", "--data", str(variants["noisy"]), "--label", "noisy",
+                 "--tracking-uri", uri]) == 0
+    assert (tmp_path / "scans" / "_fetched" / run_id / "checkpoint" / "state.pt").is_file()
+    assert "syst/noisy/accuracy" in client.get_run(run_id).data.metrics
+
+    bare = hand_run(client, "far", gone, syst_sweep.nominal)  # carries no checkpoint
+    capsys.readouterr()
+    assert main(["evaluate", f"run:{bare}", "--data", str(variants["noisy"]), "--label", "noisy",
+                 "--tracking-uri", uri]) == 2
+    assert f"checkpoint {gone} of run {bare} is not on this machine and the run carries none" in one_error_line(capsys)
 
 
 def test_bad_targets_and_files_are_one_line(syst_sweep, variants, tmp_path, capsys):

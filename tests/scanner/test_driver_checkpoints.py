@@ -1,0 +1,76 @@
+"""The driver's checkpoint callback without Ray: Tune's checkpoints as folders with or without an epoch mark, the
+driver's writer on a real sqlite store. A checkpoint that cannot be judged is skipped, never a crash inside Tune."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from scanner.sweep.driver import SweepDriver
+from scanner.sweep.progress import ProgressLine
+from scanner.sweep.results import EPOCH_MARK, becomes_best, read_mark, write_mark
+from scanner.sweep.states import SweepInfo, TrialState
+from search_spaces import load_space
+
+SPACE = {"name": "marks", "task": "classification", "data": {"path": "events.h5"},
+         "objective": {"metric": "val/accuracy", "mode": "max"}, "budget": {"trials": 4, "max_epochs": 2},
+         "space": {"lr": {"float": [1e-4, 1e-1], "log": True}}}
+
+
+@pytest.fixture
+def driver(sqlite_store, tmp_path):
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    space = load_space(tmp_path / "space.yaml", require_data=False)
+    info = SweepInfo("marks", "i1", sqlite_store.experiment_id, space, None, None, None, None, {},
+                     str(tmp_path / "configs"), log_checkpoints=True)
+    writer = sqlite_store.writer()
+    driver = SweepDriver(info, writer, ProgressLine(space.objective.metric, space.objective.mode, quiet=True))
+    for trial_id, replica_of in (("orig", None), ("rep", "orig")):
+        sqlite_store.start_trial(writer, trial_id)
+        driver.trials[trial_id] = TrialState(trial_id, 1, False, f"t01 {trial_id}", replica_of=replica_of)
+    yield driver
+    writer.close(timeout_s=60, say=False)
+
+
+def checkpoint(tmp_path, name: str, mark: str | None):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "state.pt").write_bytes(b"weights")
+    if mark is not None:
+        (folder / EPOCH_MARK).write_text(mark)
+    return SimpleNamespace(path=str(folder))
+
+
+@pytest.mark.parametrize("mark", [None, "", '{"epoch": 2, "is_be', '[2, true]', '{"is_best": true}'])
+def test_a_replica_checkpoint_without_a_readable_mark_is_skipped(driver, sqlite_store, tmp_path, mark):
+    """Missing, cut short, or not a mark at all: the replica keeps no best and its run gets no checkpoint tag."""
+    driver.on_checkpoint(0, [], SimpleNamespace(trial_id="rep"), checkpoint(tmp_path, "ck", mark))
+    state = driver.trials["rep"]
+    assert state.last_checkpoint == str(tmp_path / "ck")
+    assert state.best_checkpoint is None and state.best_epoch is None
+    assert driver.writer.flush(timeout_s=60)
+    run = sqlite_store.client.get_run(driver.writer.run_id("rep"))
+    assert "scan.checkpoint" not in run.data.tags
+
+
+def test_a_replica_takes_its_latest_marked_checkpoint_and_a_search_trial_its_best(driver, sqlite_store, tmp_path):
+    not_best = '{"epoch": 2, "is_best": false}'
+    driver.on_checkpoint(0, [], SimpleNamespace(trial_id="rep"), checkpoint(tmp_path, "rep2", not_best))
+    driver.on_checkpoint(0, [], SimpleNamespace(trial_id="orig"), checkpoint(tmp_path, "orig2", not_best))
+    assert (driver.trials["rep"].best_checkpoint, driver.trials["rep"].best_epoch) == (str(tmp_path / "rep2"), 2)
+    assert driver.trials["orig"].best_checkpoint is None
+    assert driver.writer.flush(timeout_s=60)
+    run_id = driver.writer.run_id("rep")
+    assert sqlite_store.client.get_run(run_id).data.tags["scan.checkpoint"] == str(tmp_path / "rep2")
+    assert "checkpoint/state.pt" in {a.path for a in sqlite_store.client.list_artifacts(run_id, "checkpoint")}
+
+
+def test_a_mark_reads_back_and_only_a_marked_checkpoint_is_judged(tmp_path):
+    write_mark(tmp_path, 3, True)
+    assert read_mark(tmp_path) == {"epoch": 3, "is_best": True}
+    assert becomes_best(read_mark(tmp_path), replica=False) and becomes_best(read_mark(tmp_path), replica=True)
+    assert not becomes_best({"epoch": 3, "is_best": False}, replica=False)
+    assert becomes_best({"epoch": 3, "is_best": False}, replica=True)
+    assert not becomes_best(None, replica=True) and not becomes_best(None, replica=False)
