@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainables.files import atomic_write_text
+
 BASELINE_KEY = "_scan_baseline"  # the only key of the baseline's Tune config; the trainable builds the rest
 REPLICA_KEY = "_scan_replica"  # a seed replica's Tune config: {"config": full trial config, "epochs", "of", "seed"}
 EPOCH_MARK = "scan_epoch.json"  # written into each checkpoint, so the driver knows its epoch and whether it is best
@@ -29,7 +31,7 @@ def result_epoch(result: dict[str, Any]) -> int:
 
 
 def write_mark(folder: Path, epoch: int, is_best: bool) -> None:
-    (Path(folder) / EPOCH_MARK).write_text(json.dumps({"epoch": int(epoch), "is_best": bool(is_best)}))
+    atomic_write_text(Path(folder) / EPOCH_MARK, json.dumps({"epoch": int(epoch), "is_best": bool(is_best)}))
 
 
 def read_mark(folder: Path) -> dict | None:
