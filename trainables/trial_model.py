@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.checkpoint import evaluated_weights, load_state
+from trainables.checkpoint import evaluated_weights, find_state, load_state
 from trainables.config import DataConfig, TrialConfig
 from trainables.contract import Artifact
 from trainables.data.schema import EventFile, open_events, open_h5
@@ -77,8 +77,8 @@ class StoredImagesModel(nn.Module):
 
 def checkpoint_state(checkpoint: Path) -> dict[str, Any]:
     path = Path(checkpoint)
-    state_file = path / Artifact.STATE if path.is_dir() else path
-    if not state_file.is_file():
+    state_file = find_state(path)
+    if state_file is None:
         raise BadInput(f"{path}: no {Artifact.STATE} here; expected a trial's checkpoint folder (its scan.checkpoint "
                        "tag); fix: pass run:<id>, best-of:<sweep> or the folder that holds state.pt")
     return load_state(state_file)
