@@ -25,14 +25,16 @@ def tiny_regression_checkpoint(tiny_h5, tmp_path_factory) -> Path:
     return train_tiny(tiny_h5, tmp_path_factory.mktemp("ckpt_reg") / "best", task="regression", lr=3e-3)
 
 
-def with_meta(checkpoint: Path, folder: Path, drop: tuple[str, ...] = (), **changes) -> Path:
-    """A copy of ``checkpoint``'s state.pt in ``folder`` without the entries ``drop`` and whose meta has ``changes``
-    (None removes a key): a checkpoint of an older or a newer loop."""
+def with_meta(checkpoint: Path, folder: Path, drop: tuple[str, ...] = (), config: dict | None = None,
+              **changes) -> Path:
+    """A copy of ``checkpoint``'s state.pt in ``folder`` without the entries ``drop``, whose trial config has the
+    values ``config`` and whose meta has ``changes`` (None removes a key): a checkpoint of an older or a newer loop."""
     import torch
 
     state = torch.load(Path(checkpoint) / "state.pt", weights_only=False)
     for key in drop:
         state.pop(key)
+    state["config"].update(config or {})
     state["meta"].update(changes)
     state["meta"] = {k: v for k, v in state["meta"].items() if v is not None}
     folder.mkdir(parents=True)

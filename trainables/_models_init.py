@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from trainables.checkpoint import evaluated_weights, read_torch_file
+from trainables.checkpoint import evaluated_weights, find_state, read_torch_file
 from trainables.contract import Artifact
 from trainables.environ import scoped_environ
 from trainables.errors import BadCheckpoint, BadInput
@@ -36,15 +36,12 @@ SHOW_KEYS = 3  # keys listed per kind of mismatch; the count says how many more
 
 
 def _read(path: Path, init: str) -> Any:
-    if path.is_dir():
-        path = path / Artifact.STATE
-    if not path.is_file():
-        raise BadInput(
-            f"init '{init}': {path} does not exist; give a checkpoint folder (with {Artifact.STATE}) or a .pt file"
-        )
     try:
+        if find_state(path) is None:
+            raise BadInput(f"init '{init}': {path} does not exist; give a checkpoint folder (with {Artifact.STATE}) "
+                           "or a .pt file")
         return read_torch_file(path)
-    except BadCheckpoint as exc:  # a pickle with code, or not a torch file at all
+    except BadCheckpoint as exc:  # unreadable, a pickle with code, or not a torch file at all
         raise BadInput(f"init '{init}': {exc}") from None
 
 

@@ -27,8 +27,9 @@ from trainables.contract import Artifact
 from trainables.errors import BadCheckpoint
 from trainables.files import atomic_output, atomic_write_text
 
-# what torch.load raises for a file that is not a whole checkpoint (truncated: RuntimeError from the zip reader)
-UNREADABLE = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, OSError)
+# what torch.load raises for bytes that are not a whole checkpoint (truncated: RuntimeError from the zip reader,
+# ValueError "negative seek value"); OSError only in case torch's reader ever reports one for in-memory bytes
+NOT_A_CHECKPOINT = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, OSError)
 
 
 def numpy_reconstruct() -> Callable[..., np.ndarray]:
@@ -72,21 +73,45 @@ def save_state(folder: Path, state: dict[str, Any]) -> Path:
     return folder / Artifact.STATE
 
 
-def read_torch_file(path: Path) -> Any:
-    """``torch.load`` of a checkpoint or weights file, weights only (plus ``safe_globals()``), onto the CPU.
-
-    Raises ``BadCheckpoint`` (one line: the path and why) for a missing, truncated or corrupt file, or one whose
-    pickle names anything else (a ``__reduce__`` payload is refused before it runs)."""
+def find_state(path: Path) -> Path | None:
+    """The file a checkpoint argument names (``state.pt`` in a folder, else the path itself), or None when there is
+    no such file. A path the system will not even look at (permission denied, an I/O error) is ``BadCheckpoint``."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        file = path / Artifact.STATE if path.is_dir() else path
+        return file if file.is_file() else None
+    except OSError as exc:
+        raise BadCheckpoint(_cannot_read(path, exc)) from None
+
+
+def read_torch_file(path: Path) -> Any:
+    """``torch.load`` of a checkpoint or weights file (or a checkpoint folder's ``state.pt``), weights only (plus
+    ``safe_globals()``), onto the CPU.
+
+    Raises ``BadCheckpoint`` (one line: the path, why, and the fix) for a missing, unreadable, truncated or corrupt
+    file, or one whose pickle names anything else (a ``__reduce__`` payload is refused before it runs). The bytes
+    are read by Python first: an ``OSError`` there is the disk or the permissions, and whatever torch then raises is
+    the content (torch's own reader reports a truncated file as ``OSError`` too, so the two could not be told apart).
+    The price: the file's bytes and the loaded tensors are both in memory for a moment, as when ``save_state`` writes."""
+    file = find_state(path)
+    if file is None:
         raise BadCheckpoint(f"{path}: checkpoint file not found; give a checkpoint folder (with {Artifact.STATE}) "
                             "or a .pt file")
     try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise BadCheckpoint(_cannot_read(file, exc)) from None
+    try:
         with torch.serialization.safe_globals(safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except UNREADABLE as exc:
-        raise BadCheckpoint(f"{path}: not a weights-only torch checkpoint ({_why(exc)}); fix: use an intact "
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except NOT_A_CHECKPOINT as exc:
+        raise BadCheckpoint(f"{file}: not a weights-only torch checkpoint ({_why(exc)}); fix: use an intact "
                             "checkpoint written by this project, or a plain state_dict") from None
+
+
+def _cannot_read(path: Path, exc: OSError) -> str:
+    return (f"{path}: cannot read the checkpoint ({exc.strerror or type(exc).__name__}); fix: make it readable for "
+            "this user, check the disk it is on, or give another checkpoint")
 
 
 def _why(exc: BaseException) -> str:
@@ -102,8 +127,7 @@ def _why(exc: BaseException) -> str:
 
 def load_state(folder: Path) -> dict[str, Any]:
     """The loop's full state (``state.pt`` in ``folder``, or the file itself), read weights-only."""
-    path = Path(folder)
-    path = path / Artifact.STATE if path.is_dir() else path
+    path = find_state(folder) or Path(folder)  # missing: read_torch_file says so
     state = read_torch_file(path)
     if not isinstance(state, dict) or "model" not in state:
         raise BadCheckpoint(f"{path}: not a training checkpoint of this project (no 'model' entry); "

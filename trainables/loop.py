@@ -174,13 +174,13 @@ def _report_again(spec: TrialSpec, reporter: Reporter, state: dict[str, Any], fo
                         oom_retries=retries)
 
 
-def saved_config(state: dict[str, Any]) -> TrialConfig:
+def saved_config(state: dict[str, Any], where: str = "checkpoint config") -> TrialConfig:
     """The trial config of a checkpoint, as a scratch model (its weights come from the checkpoint). Checkpoints from
     before ``amp`` took bf16/fp16/off hold a bool or None there."""
     values = {**state["config"], "mode": "scratch", "init": None}
     if not isinstance(values.get("amp"), str):
         values["amp"] = "off" if values.get("amp") is False else "bf16"
-    return TrialConfig.from_dict(values, where="checkpoint config")
+    return TrialConfig.from_dict(values, where=where)
 
 
 def evaluate_checkpoint(

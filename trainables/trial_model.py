@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.checkpoint import evaluated_weights, load_state
-from trainables.config import DataConfig, TrialConfig
+from trainables.checkpoint import evaluated_weights, find_state, load_state
+from trainables.config import DataConfig
 from trainables.contract import Artifact
 from trainables.data.schema import EventFile, open_events, open_h5
 from trainables.errors import BadInput
-from trainables.loop import build_model
+from trainables.loop import build_model, saved_config
 from trainables.variants import trained_on
 
 
@@ -77,8 +77,8 @@ class StoredImagesModel(nn.Module):
 
 def checkpoint_state(checkpoint: Path) -> dict[str, Any]:
     path = Path(checkpoint)
-    state_file = path / Artifact.STATE if path.is_dir() else path
-    if not state_file.is_file():
+    state_file = find_state(path)
+    if state_file is None:
         raise BadInput(f"{path}: no {Artifact.STATE} here; expected a trial's checkpoint folder (its scan.checkpoint "
                        "tag); fix: pass run:<id>, best-of:<sweep> or the folder that holds state.pt")
     return load_state(state_file)
@@ -96,7 +96,7 @@ def load_trial(checkpoint: Path, data: DataConfig | None = None, state: dict[str
     if shape != trained.image_shape or shape[0] != meta["in_channels"]:
         raise BadInput(f"{data.path}: images are {shape} (C, H, W) but the model of {checkpoint} was trained on "
                        f"{(meta['in_channels'], *trained.image_shape[1:])}; fix: give the trial's own events file")
-    cfg = TrialConfig.from_dict({**state["config"], "mode": "scratch", "init": None}, where=f"{checkpoint} config")
+    cfg = saved_config(state, where=f"{checkpoint} config")
     model = build_model(cfg.replace(model=meta["model"]), meta["in_channels"], meta["num_outputs"])
     weights = evaluated_weights(state)
     model.load_state_dict(weights)

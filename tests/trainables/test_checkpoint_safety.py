@@ -3,6 +3,7 @@ state.pt is one clear error, and resume falls back to the newest checkpoint that
 
 from __future__ import annotations
 
+import os
 import pathlib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from trainables.checkpoint import (load_state, newest_loadable, numpy_reconstruc
                                    safe_globals, save_state)
 from trainables.errors import BadCheckpoint, BadInput
 from trainables.models import create_model, load_init
+from trainables.trial_model import checkpoint_state
 
 
 class _Payload:
@@ -78,7 +80,7 @@ def _intact_then_truncated(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_a_truncated_state_is_one_clear_error(tmp_path):
     _, newer = _intact_then_truncated(tmp_path)
-    with pytest.raises(BadCheckpoint, match=r"state.pt: not a weights-only torch checkpoint \((RuntimeError|OSError)"):
+    with pytest.raises(BadCheckpoint, match=r"state.pt: not a weights-only torch checkpoint \((RuntimeError|ValueError)"):
         load_state(newer)
     (tmp_path / "garbage.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(BadCheckpoint, match="garbage.pt"):
@@ -102,3 +104,43 @@ def test_a_dict_without_model_weights_is_not_a_training_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "state.pt")
     with pytest.raises(BadCheckpoint, match="no 'model' entry"):
         load_state(tmp_path)
+
+
+def _one_line_naming(exc: BaseException, path: Path, why: str) -> None:
+    text = str(exc)
+    assert text.startswith(f"{path}: cannot read the checkpoint ({why})") and "fix:" in text and "\n" not in text
+
+
+def test_a_path_the_system_will_not_look_at_is_one_clear_error_and_the_resume_falls_back(tmp_path):
+    """stat() itself fails (here: a name too long for the file system; alike: a folder without permission, a dead
+    mount): the checkpoint is unreadable, not a crash, and the sweep's fallback moves on to the older one."""
+    older, _ = _intact_then_truncated(tmp_path)
+    unreachable = tmp_path / ("x" * 300)
+    with pytest.raises(BadCheckpoint) as info:
+        load_state(unreachable)
+    _one_line_naming(info.value, unreachable, "File name too long")
+    assert newest_loadable([unreachable, older]) == (older, [(unreachable, str(info.value))])
+    with pytest.raises(BadInput, match=r"^init '.*': .*cannot read the checkpoint \(File name too long\)"):
+        load_init(create_model("small_cnn_tiny", 2, 3), str(unreachable))
+    with pytest.raises(BadCheckpoint, match="cannot read the checkpoint"):
+        checkpoint_state(unreachable)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_an_io_error_while_reading_says_so_not_that_the_file_is_corrupt():
+    """Reading /proc/self/mem from offset 0 is a real EIO: the disk (or here the kernel) failed, the file may be
+    fine, so the fix is not "use an intact checkpoint"."""
+    mem = Path("/proc/self/mem")
+    with pytest.raises(BadCheckpoint) as info:
+        read_torch_file(mem)
+    _one_line_naming(info.value, mem, "Input/output error")
+
+
+def test_a_checkpoint_without_read_permission_says_so(tmp_path):
+    save_state(tmp_path, _state(create_model("small_cnn_tiny", 2, 3)))
+    (tmp_path / "state.pt").chmod(0)
+    if os.access(tmp_path / "state.pt", os.R_OK):  # root (as root, run under: setpriv --bounding-set=-dac_override)
+        pytest.skip("this user reads files without read permission")
+    with pytest.raises(BadCheckpoint) as info:
+        load_state(tmp_path)
+    _one_line_naming(info.value, tmp_path / "state.pt", "Permission denied")

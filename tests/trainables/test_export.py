@@ -94,6 +94,15 @@ def test_the_evaluated_weights_are_exported(tiny_checkpoint, tiny_h5, tmp_path):
     assert load_trial(plain, data).weights == "model"
 
 
+def test_a_checkpoint_from_before_amp_modes_and_the_scaler_entry_rebuilds(tiny_checkpoint, tiny_h5, tmp_path):
+    """The first loop saved ``amp`` as a bool (or None) and no ``scaler`` entry: export and explain still rebuild
+    its model, with the AMP mode such a value meant."""
+    data = DataConfig(path=str(tiny_h5))
+    for amp in (None, True, False):
+        old = with_meta(tiny_checkpoint, tmp_path / f"amp-{amp}", drop=("scaler",), config={"amp": amp})
+        assert load_trial(old, data).weights == "eval_model"
+
+
 def test_the_graph_takes_raw_stored_images(tiny_checkpoint, tiny_h5, tmp_path):
     """The pixel scale is inside the graph: raw images in, the scores of the model on scaled images out."""
     trial = load_trial(tiny_checkpoint, DataConfig(path=str(tiny_h5)))

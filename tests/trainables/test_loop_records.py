@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import h5py
@@ -11,8 +12,8 @@ import torch
 
 from fixtures_data import tiny_arrays
 from fixtures_loop import KeepingReporter, make_spec
-from trainables._epoch import amp_dtype_for, memory_format_for
-from trainables._state import best_block
+from trainables._epoch import Parts, amp_dtype_for, build, memory_format_for
+from trainables._state import best_block, restore
 from trainables.checkpoint import load_state
 from trainables.config import CPU_IGNORED, TrialConfig, TrialSpec
 from trainables.data import data_hash, open_events
@@ -83,6 +84,26 @@ def test_a_checkpoint_from_before_amp_modes_still_loads_its_config():
     del old["precise_bn"], old["channels_last"]
     assert saved_config({"config": old}).amp == "bf16"
     assert saved_config({"config": {**old, "amp": False}}).amp == "off"
+
+
+def test_a_saved_scaler_goes_only_into_a_scaler_and_a_missing_one_means_a_fresh_one(tiny_h5, tmp_path):
+    """Only fp16 keeps a GradScaler. Checkpoints written with AMP off, in bf16 or before the scaler was saved hold
+    none, and an fp16 one may be resumed with AMP off: every pairing restores. (A CPU scaler stands in for CUDA's.)"""
+    spec = make_spec(tiny_h5, tmp_path, epochs=1)
+    train_trial(spec, KeepingReporter(tmp_path / "kept"))
+    state = load_state(tmp_path / "kept" / "epoch1")
+    assert state["scaler"] is None  # trained on the CPU: no AMP
+    fp16 = {**state, "scaler": torch.amp.GradScaler("cpu", init_scale=8.0).state_dict()}
+    before_scalers = {k: v for k, v in state.items() if k != "scaler"}
+
+    def parts(scaler: bool) -> Parts:
+        p = build(spec, spec.trial, [], torch.device("cpu"))
+        return dataclasses.replace(p, scaler=torch.amp.GradScaler("cpu", init_scale=1024.0) if scaler else None)
+
+    for checkpoint, scale in ((before_scalers, 1024.0), (state, 1024.0), (fp16, 8.0)):
+        p = parts(scaler=True)
+        assert restore(p, checkpoint)[0] == 1 and p.scaler.get_scale() == scale
+    assert restore(parts(scaler=False), fp16)[0] == 1
 
 
 def test_an_unknown_oom_policy_is_bad_input(tiny_h5):
