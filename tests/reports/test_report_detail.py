@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from reports import _detail
+from reports import _detail, _lead, _stats
 from reports._render import fmt
+from trainables.metrics import regression_metrics
 
 
 @pytest.fixture
@@ -93,6 +94,27 @@ def test_regression_residuals_angles_and_resolution(tmp_path):
     assert np.all(res["err"] > 0) and np.nanmax(res["q68"]) < 20
     overall = np.quantile(angle, 0.68)
     assert np.nanmin(res["q68"]) <= overall <= np.nanmax(res["q68"])
+
+
+def test_a_zero_prediction_scores_the_same_resolution_as_in_training(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 300
+    target = rng.normal(size=(n, 3))
+    target /= np.linalg.norm(target, axis=1, keepdims=True)
+    pred = target + rng.normal(scale=0.2, size=(n, 3))
+    pred[:40] = 0.0  # a model that gives up on some events: no direction at all
+    path = tmp_path / "reg.h5"
+    with h5py.File(path, "w") as f:
+        f["index"], f["target"], f["pred"] = np.arange(n), target, pred
+        f["energy"] = rng.uniform(1, 4, n)
+        f.attrs["target_names"] = ["dx", "dy", "dz"]
+        f.attrs["direction"] = "unit_vector"
+    p = _detail.read_predictions(path)
+    logged = regression_metrics(pred, target, p.names, "unit_vector", n_bootstrap=0)["resolution68_deg"]
+    angle = _detail.opening_angle_deg(p)
+    assert np.all(angle[:40] == 180.0)
+    assert _stats.on_all_events(_lead.statistic(p, "val/resolution68_deg"), n) == pytest.approx(logged)
+    assert np.all(np.isfinite(_detail.binned_resolution(angle, p.truth["energy"])["q68"]))
 
 
 def test_phi_residuals_wrap_into_minus_pi_pi():
