@@ -102,7 +102,7 @@ def _per_class_blocks(t, names: list[str], at: str) -> list:
     values = [get(k) for k in keys]
     if any(v is None for v in values):
         return []
-    errs = [get(k + "_err") or 0 for k in keys]
+    errs = np.array([get(k + "_err") for k in keys], dtype=float)  # None -> NaN: no error bar, not a zero one
     n = len(names)
     return [_plots_detail.per_class_plot(names, values[:n], errs[:n], values[n:], errs[n:], split)]
 

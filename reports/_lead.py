@@ -20,7 +20,7 @@ from reports import _detail, _stats
 from reports._detail import Predictions
 from reports._plots_lead import lead_plot
 from reports._rank import FRACTION_METRICS, Ranking, Row, short_id
-from reports._render import Cell, Section, Table, fmt, fmt_delta, fmt_err
+from reports._render import Cell, Section, Table, fmt, fmt_delta, fmt_err, tie_text
 from trainables.contract import metric_key
 from trainables.physics import RESOLUTION_Q
 
@@ -35,7 +35,7 @@ class Finalist:
     seed_std: float | None
     seed_err: float | None
     vs_leader: _stats.PairedDifference | None = None  # leader − this finalist
-    tied: bool = False
+    tied: bool | None = False  # None: unknown, the error of the difference is not logged
 
 
 @dataclass
@@ -132,7 +132,7 @@ def analyse_lead(ranking: Ranking, predictions: dict[str, Predictions]) -> LeadA
     base = next((f for f in finalists if f.row.trial.baseline), None)
     for f in finalists[1:]:
         f.vs_leader = _difference(analysis, finalists[0], f, boot, observed)
-        f.tied = abs(f.vs_leader.delta) <= f.vs_leader.err
+        f.tied = _stats.within(f.vs_leader.delta, f.vs_leader.err)
     if base is not None:
         for f in finalists:
             if f is not base:
@@ -212,6 +212,10 @@ def headline(analysis: LeadAnalysis | None, pretty) -> str | None:
     d = analysis.vs_baseline.get(lead.row.trial.run_id)
     if d is None:  # the leader is the baseline
         return "**No finalist is distinguishable from the baseline**: the baseline leads."
+    if not math.isfinite(d.err):  # an error not logged is unknown, not zero: nothing can be claimed
+        return (f"**The leader {lead.row.trial.label} against the baseline: "
+                f"{'+' if analysis.sign * d.delta >= 0 else '−'}{amount(metric, d, analysis.sign)} on the test split, "
+                f"error unknown** (no `_err` logged for it): no significance is claimed.")
     if analysis.sign * d.delta < -d.err:
         return (f"**The baseline beats the leader {lead.row.trial.label} on the test split** by "
                 f"{amount(metric, d, analysis.sign)} ({p_text(d.p_better, 'P(leader better)')}).")
@@ -234,7 +238,7 @@ def lead_section(ranking: Ranking, analysis: LeadAnalysis | None) -> Section:
         d = f.vs_leader
         seeds = [str(f.seeds), fmt(f.value, f.seed_err), fmt_err(f.seed_std)] if f.seeds > 1 else ["1", "n/a", "n/a"]
         compare = ([fmt_delta(d.delta, d.err), fmt_err(d.err_events), fmt_err(d.err_seeds) if d.err_seeds else "n/a",
-                    fmt_p(d.p_better), "≈ tied" if f.tied else ""] if d is not None else ["", "", "", "", "leader"])
+                    fmt_p(d.p_better), tie_text(f.tied)] if d is not None else ["", "", "", "", "leader"])
         rows.append([Cell(f.row.trial.label + (" (baseline)" if f.row.trial.baseline else ""),
                           title=f.row.trial.run_name), fmt(f.test, f.test_err)] + seeds + compare)
         classes.append("leader" if d is None else ("tied" if f.tied else "") + (" baseline" if f.row.trial.baseline
@@ -247,7 +251,8 @@ def lead_section(ranking: Ranking, analysis: LeadAnalysis | None) -> Section:
             "that both get right or wrong do not count twice) and the seed spread (each mean's std/√N), in "
             "quadrature. The seeds share the test events, so the event error is not divided by √N. "
             "P(leader better) is the share of resamples in which the leader is better, smeared by the seed term. "
-            "A finalist within the combined 1σ of the leader is marked '≈ tied'."]
+            "A finalist within the combined 1σ of the leader is marked '≈ tied'; '?' where an error is not logged "
+            "(an older store, or a figure without `_err`): then neither a tie nor a lead is claimed."]
     text += [f"Note: {n}." for n in analysis.notes]
     diffs = [f for f in analysis.finalists[1:] if f.vs_leader is not None]
     figure = lead_plot([short_id(f.row.trial) for f in diffs], [analysis.sign * f.vs_leader.delta for f in diffs],

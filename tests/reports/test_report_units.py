@@ -9,12 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from reports import _detail, rank
-from reports._build import reference_line
+from reports import _detail, gain_over_baseline, rank
+from reports._build import reference_line, summary_lines
 from reports._fetch import SweepRuns, Trial
 from reports._plots_detail import score_distributions
-from reports._render import column_decimals, fmt, fmt_fixed, md_escape
-from reports._sections import importance_section
+from reports._lead import analyse_lead, headline
+from reports._render import Table, column_decimals, fmt, fmt_delta, fmt_fixed, md_escape
+from reports._sections import importance_section, ranking_section
+from reports._systematics import systematics_section
 from trainables.physics import effective_count, weighted_fraction_err, weighted_quantile
 
 
@@ -57,6 +59,40 @@ def test_the_headline_says_when_the_leader_is_not_better_than_the_reference():
     ok = reference_line(rank(sweep_of(trials, {"ref/val/accuracy": 0.30})))
     assert ok.startswith("Reference predictor (validation): accuracy = 0.3;")
     assert reference_line(rank(sweep_of(trials))) is None  # no reference logged
+
+
+def no_errors(t: Trial) -> Trial:
+    """The trial as an older store has it: no `_err` metrics."""
+    t.metrics = {k: v for k, v in t.metrics.items() if not k.endswith("_err")}
+    return t
+
+
+def test_without_logged_errors_the_tie_is_unknown_not_decided():
+    trials = [no_errors(trial("t00", 0.80, baseline=True)), no_errors(trial("t01", 0.86)),
+              no_errors(trial("t02", 0.86))]
+    ranking = rank(sweep_of(trials))
+    assert [r.tied for r in ranking.ranked[1:]] == [True, None]  # equal values tie whatever the error
+    table = next(b for b in ranking_section(ranking).blocks if isinstance(b, Table))
+    assert [row[table.headers.index("tie")] for row in table.rows] == ["leader", "≈ tied", "?"]
+    assert list(ranking.table["tied_with_leader"]) == [True, True, None]
+    summary = " ".join(summary_lines(ranking))
+    assert "Within 1σ of the leader" in summary and "unknown" in summary
+
+
+def test_without_logged_errors_the_headlines_claim_no_significance():
+    trials = [no_errors(trial("t00", 0.80, baseline=True, extra={"test/accuracy": 0.80})),
+              no_errors(trial("t01", 0.86, extra={"test/accuracy": 0.86, "syst/noisy/accuracy": 0.83}))]
+    ranking = rank(sweep_of(trials, {"ref/val/accuracy": 0.50}))
+    line = headline(analyse_lead(ranking, {}), ranking.sweep.pretty)
+    assert "beats" not in line and "distinguishable" not in line
+    assert "+6 ± ? % accuracy" in line and "no significance is claimed" in line
+    reference = reference_line(ranking)
+    assert "0.36 ± ?" in reference and "no significance is claimed" in reference
+    gain = gain_over_baseline(ranking)
+    assert math.isnan(gain.delta_err) and fmt_delta(gain.delta, gain.delta_err) == "+0.06 ± ?"
+    assert fmt(0.8123, math.nan) == "0.8123 ± ?" and fmt(0.8123) == "0.8123"
+    syst = next(b for b in systematics_section(ranking).blocks if isinstance(b, Table))
+    assert syst.rows[0][4:] == ["−0.03 ± ?", "?"]  # shift, |shift| / σ
 
 
 @pytest.mark.parametrize("n, caveat", [(6, True), (12, False)])
