@@ -19,9 +19,9 @@ import numpy as np
 from reports import _detail, _stats
 from reports._detail import Predictions
 from reports._plots_lead import lead_plot
-from reports._rank import FRACTION_METRICS, Ranking, Row, short_id
+from reports._rank import Ranking, Row, short_id
 from reports._render import Cell, Section, Table, fmt, fmt_delta, fmt_err, tie_text
-from trainables.contract import metric_key
+from trainables.contract import is_fraction, metric_key
 from trainables.physics import RESOLUTION_Q
 
 
@@ -170,10 +170,6 @@ def _difference(analysis: LeadAnalysis, a: Finalist, b: Finalist, boot: dict, ob
     return _stats.unpaired_difference(a.value, b.value, a.test_err, b.test_err, analysis.sign, err_seeds)
 
 
-def is_fraction(metric: str) -> bool:
-    return metric.split("/")[1 if metric.count("/") else 0] in FRACTION_METRICS
-
-
 def fmt_p(p: float) -> str:
     """A probability for a table cell: 0.97, 0.995, > 0.999."""
     if not math.isfinite(p):
@@ -187,12 +183,18 @@ def p_text(p: float, what: str = "P") -> str:
     return f"{what} {shown}" if shown[0] in "<>" else f"{what} = {shown}"
 
 
-def amount(metric_label: str, d: _stats.PairedDifference, sign: float) -> str:
-    """``3.1 ± 0.8 % accuracy`` (fractions in percentage points) or ``1.2 ± 0.3 resolution68_deg``."""
-    better = sign * d.delta
-    if is_fraction(metric_label):
-        return f"{fmt(100 * abs(better), 100 * d.err)} % {metric_label}"
-    return f"{fmt(abs(better), d.err)} {metric_label}"
+def amount(analysis: LeadAnalysis, d: _stats.PairedDifference, metric_label: str) -> str:
+    """``3.1 ± 0.8 % accuracy`` (fractions in percentage points) or ``1.2 ± 0.3 resolution68_deg``. The MLflow name
+    decides the percent (``trainables.contract.is_fraction``); ``metric_label`` is what the reader sees."""
+    better = abs(d.delta)
+    if is_fraction(analysis.metric):
+        return f"{fmt(100 * better, 100 * d.err)} % {metric_label}"
+    return f"{fmt(better, d.err)} {metric_label}"
+
+
+def signed_amount(analysis: LeadAnalysis, d: _stats.PairedDifference, metric_label: str) -> str:
+    """``+3.1 ± 0.8 % accuracy``: + when the first of the pair is better."""
+    return ("+" if analysis.sign * d.delta >= 0 else "−") + amount(analysis, d, metric_label)
 
 
 def headline(analysis: LeadAnalysis | None, pretty) -> str | None:
@@ -207,20 +209,20 @@ def headline(analysis: LeadAnalysis | None, pretty) -> str | None:
         d = analysis.vs_baseline.get(f.row.trial.run_id)
         if d is not None and analysis.sign * d.delta > d.err:
             seeds = f"{f.seeds} seeds" if f.seeds > 1 else "one seed"
-            return (f"**{f.row.trial.label} beats the baseline by {amount(metric, d, analysis.sign)}** "
+            return (f"**{f.row.trial.label} beats the baseline by {amount(analysis, d, metric)}** "
                     f"({p_text(d.p_better)}, {seeds}; test split, {d.method}).")
     d = analysis.vs_baseline.get(lead.row.trial.run_id)
     if d is None:  # the leader is the baseline
         return "**No finalist is distinguishable from the baseline**: the baseline leads."
     if not math.isfinite(d.err):  # an error not logged is unknown, not zero: nothing can be claimed
         return (f"**The leader {lead.row.trial.label} against the baseline: "
-                f"{'+' if analysis.sign * d.delta >= 0 else '−'}{amount(metric, d, analysis.sign)} on the test split, "
+                f"{signed_amount(analysis, d, metric)} on the test split, "
                 f"error unknown** (no `_err` logged for it): no significance is claimed.")
     if analysis.sign * d.delta < -d.err:
         return (f"**The baseline beats the leader {lead.row.trial.label} on the test split** by "
-                f"{amount(metric, d, analysis.sign)} ({p_text(d.p_better, 'P(leader better)')}).")
+                f"{amount(analysis, d, metric)} ({p_text(d.p_better, 'P(leader better)')}).")
     return (f"**No finalist is distinguishable from the baseline** (leader {lead.row.trial.label}: "
-            f"{'+' if analysis.sign * d.delta >= 0 else '−'}{amount(metric, d, analysis.sign)}, "
+            f"{signed_amount(analysis, d, metric)}, "
             f"{p_text(d.p_better, 'P(better)')}; test split).")
 
 

@@ -23,10 +23,7 @@ import pandas as pd
 
 from reports._fetch import SweepRuns, Trial
 from reports._stats import quadrature, within
-from trainables.contract import Status, metric_key
-
-# Objectives that are fractions where 1 - x is an error rate (the gain is a relative error-rate reduction).
-FRACTION_METRICS = ("accuracy", "efficiency", "purity", "fom", "auc")
+from trainables.contract import Status, is_fraction, metric_key
 
 
 @dataclass(eq=False)  # rows are compared by identity: a field-wise == of two trials' metrics is slow and meaningless
@@ -234,8 +231,7 @@ def gain_over_baseline(ranking: Ranking) -> Gain | None:
 
 def relative_gain(metric: str, mode: str, best: float, base: float) -> tuple[float | None, str]:
     """(err_base - err_best) / err_base with err = 1 - x for fractions; (base - best) / base for a min objective."""
-    leaf = metric.split("/")[1] if metric.count("/") >= 1 else metric
-    if mode == "max" and leaf in FRACTION_METRICS:
+    if mode == "max" and is_fraction(metric):
         e0, eb = 1.0 - base, 1.0 - best
         return ((e0 - eb) / e0 if e0 > 0 else None), "relative error-rate reduction (err = 1 - x)"
     if mode == "min":

@@ -95,6 +95,18 @@ def test_without_logged_errors_the_headlines_claim_no_significance():
     assert syst.rows[0][4:] == ["−0.03 ± ?", "?"]  # shift, |shift| / σ
 
 
+def test_a_per_class_fraction_lead_is_told_in_percentage_points():
+    trials = []
+    for label, value, baseline in (("t00", 0.70, True), ("t01", 0.80, False)):
+        trials.append(trial(label, 0.5, baseline=baseline, extra={
+            "best/val/efficiency/nue_CC": value, "best/val/efficiency/nue_CC_err": 0.01,
+            "test/efficiency/nue_CC": value, "test/efficiency/nue_CC_err": 0.01}))
+    sweep = sweep_of(trials)
+    sweep.objective = "val/efficiency/nue_CC"
+    line = headline(analyse_lead(rank(sweep), {}), sweep.pretty)
+    assert line.startswith("**t01 beats the baseline by 10.0 ± 1.4 % efficiency/nue+CC**"), line
+
+
 @pytest.mark.parametrize("n, caveat", [(6, True), (12, False)])
 def test_importance_from_few_trials_carries_a_caveat(n, caveat):
     rng = np.random.default_rng(n)
