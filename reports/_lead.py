@@ -157,6 +157,10 @@ def _bootstrap(metric: str, preds: dict[str, Predictions | None], notes: list[st
         notes.append(f"{metric} cannot be recomputed from predictions.h5: the differences use the logged errors")
         return {}, {}
     n = next(iter(paired.values())).n
+    most = max(p.n for p in available.values())
+    if n < most:
+        notes.append(f"the finalists' test predictions share {n} of up to {most} events: the paired bootstrap uses "
+                     "the shared events only")
     return _stats.bootstrap_many(stats, n), {k: _stats.on_all_events(s, n) for k, s in stats.items()}
 
 

@@ -107,6 +107,20 @@ def test_a_per_class_fraction_lead_is_told_in_percentage_points():
     assert line.startswith("**t01 beats the baseline by 10.0 ± 1.4 % efficiency/nue+CC**"), line
 
 
+def test_finalists_sharing_part_of_their_events_are_paired_on_those_and_say_so():
+    rng = np.random.default_rng(2)
+    label = rng.integers(0, 2, 600)
+    trials, preds = [], {}
+    for name, n, baseline in (("t00", 600, True), ("t01", 400, False)):
+        scores = rng.dirichlet(np.ones(2), n)
+        trials.append(trial(name, 0.6, baseline=baseline, extra={"test/accuracy": 0.6, "test/accuracy_err": 0.02}))
+        preds[f"id-{name}"] = _detail.Predictions("classification", ["NC", "nue+CC"], index=np.arange(n),
+                                                  label=label[:n], scores=scores)
+    analysis = analyse_lead(rank(sweep_of(trials)), preds)
+    assert analysis.finalists[1].vs_leader.method == "paired bootstrap"
+    assert "share 400 of up to 600 events" in " ".join(analysis.notes)
+
+
 @pytest.mark.parametrize("n, caveat", [(6, True), (12, False)])
 def test_importance_from_few_trials_carries_a_caveat(n, caveat):
     rng = np.random.default_rng(n)
