@@ -136,8 +136,8 @@ def _ranking_text(ranking: Ranking) -> list[str]:
         "ranking.csv); eff. = efficiency, pur. = purity; '—': undefined at that epoch, 'n/a': not logged.",
         "**Tie rule**: a trial is marked '≈ tied' when |x − x_leader| ≤ the combined 1σ of both (their logged errors"
         f"{seeds}); these trials cannot be told apart from the leader. '?': an error is not logged (an older store, "
-        "or an objective without `_err` such as `val/loss`), so the tie is unknown and no lead is claimed. Hover a trial id for its full run name "
-        "(also in ranking.csv). Throughput (events/s) is the last epoch's.",
+        "or an objective without `_err` such as `val/loss`), so the tie is unknown and no lead is claimed. Hover a "
+        "trial id for its full run name (also in ranking.csv). Throughput (events/s) is the last epoch's.",
     ]
     if sweep.reference("val", sweep.objective) is not None:
         text.append("The **reference** row is the trivial predictor (majority class, mean target or mean direction, "
