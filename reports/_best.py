@@ -50,10 +50,9 @@ def _classification_blocks(ranking: Ranking, details: Details) -> list:
         blocks.append("No confusion.json artifact on this run.")
     if names:
         blocks += _per_class_blocks(t, names, at)
-    path = details.leader_file(ranking, Artifact.PREDICTIONS)
-    if path is None:
+    pred = details.leader_predictions(ranking)
+    if pred is None:
         return blocks + ["No predictions.h5 artifact: score, ROC, cut and energy figures are absent."]
-    pred = _detail.read_predictions(path)
     if pred.kind != "classification":
         return blocks + ["predictions.h5 holds regression outputs in a classification sweep: skipped."]
     signal = _detail.signal_class(pred.names)
@@ -102,17 +101,16 @@ def _per_class_blocks(t, names: list[str], at: str) -> list:
     values = [get(k) for k in keys]
     if any(v is None for v in values):
         return []
-    errs = [get(k + "_err") or 0 for k in keys]
+    errs = np.array([get(k + "_err") for k in keys], dtype=float)  # None -> NaN: no error bar, not a zero one
     n = len(names)
     return [_plots_detail.per_class_plot(names, values[:n], errs[:n], values[n:], errs[n:], split)]
 
 
 def _regression_blocks(ranking: Ranking, details: Details) -> list:
-    path = details.leader_file(ranking, Artifact.PREDICTIONS)
+    pred = details.leader_predictions(ranking)
     split = details.leader_split
-    if path is None:
+    if pred is None:
         return ["No predictions.h5 artifact: residual and resolution figures are absent."]
-    pred = _detail.read_predictions(path)
     if pred.kind != "regression":
         return ["predictions.h5 holds classification outputs in a regression sweep: skipped."]
     angle = _detail.opening_angle_deg(pred)

@@ -9,6 +9,7 @@ process for good: MLflow's progress bars and Optuna's log level are restored aft
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from reports._rank import Ranking, gain_over_baseline, rank
 from reports._render import Document, Section, fmt, fmt_delta, render_html, render_markdown
 from reports._sections import (AT_TEXT, gain_section, importance_section, pareto_section, ranking_section,
                                val_test_section)
+from reports._stats import quadrature
 from reports._systematics import systematics_section
 from reports.errors import ReportInputError
 
@@ -164,6 +166,10 @@ def summary_lines(ranking: Ranking, analysis: _lead.LeadAnalysis | None = None) 
     tied = [r.trial.label for r in ranking.ranked[1:] if r.tied]
     if tied:
         head.append(f"Within 1σ of the leader on validation (statistically tied): {', '.join(tied)}.")
+    unknown = sum(r.tied is None for r in ranking.ranked[1:])
+    if unknown:
+        head.append(f"No error logged for {objective} on {unknown} trial(s) or the leader: whether they are tied with "
+                    "the leader is unknown ('?' in the ranking).")
     gain = gain_over_baseline(ranking)
     if gain is not None:
         rel = "" if gain.relative is None else f", {gain.relative_label} {100 * gain.relative:.1f} %"
@@ -184,10 +190,13 @@ def reference_line(ranking: Ranking) -> str | None:
         return None
     value = leader.trial.test_value(name) if split == "test" else leader.objective
     err = leader.trial.test_value(name + "_err") if split == "test" else leader.objective_err
-    sigma = ((err or 0.0) ** 2 + (sweep.reference(split, name + "_err") or 0.0) ** 2) ** 0.5
+    sigma = quadrature(err, sweep.reference(split, name + "_err"))  # NaN: an error not logged, unknown
     better_by = (value - ref) if sweep.mode == "max" else (ref - value)
     where = "test" if split == "test" else "validation"
-    if better_by <= sigma:
+    if not math.isfinite(sigma) and better_by > 0:
+        return (f"Reference predictor ({where}): {sweep.pretty(name)} = {fmt(ref)}; the leader is better by "
+                f"{fmt(better_by, sigma)}, error unknown (no `_err` logged): no significance is claimed.")
+    if better_by <= sigma or better_by <= 0:
         return (f"**The leader is not better than the reference predictor**: {where} "
                 f"{sweep.pretty(name)} {fmt(value, err)} against {fmt(ref)} for the trivial predictor (majority "
                 "class, mean target or mean direction): the trials have learned nothing it does not know.")

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from reports.errors import ReportInputError
 from trainables.physics import (RESOLUTION_Q, bootstrap_quantile_err, effective_count, is_azimuth, normalised,
                                 opening_angle_deg as _opening_angle, weighted_fraction_err, weighted_quantile,
                                 weighted_roc_auc, wilson_err, wrap_phi)
@@ -49,7 +50,40 @@ class Predictions:
         return self.weights if self.weights is not None else np.ones(self.n)
 
 
-def read_predictions(path: Path) -> Predictions:
+def read_predictions(path: Path, source: str | None = None) -> Predictions:
+    """The file's predictions and truths, checked to hold the same events (``source`` names the file in the error:
+    e.g. the run and artifact it was downloaded from; default the path)."""
+    p = _read(path)
+    check_aligned(p, source or str(path))
+    return p
+
+
+_NOT_ALIGNED_FIX = ("the file does not come from one evaluation; write it again or delete it from the run (the report "
+                    "then skips what needs it)")
+
+
+def check_aligned(p: Predictions, source: str) -> None:
+    """Every per-event array holds as many events as the truth (``label`` or ``target``), the outputs have one
+    column per name and event ids are unique: otherwise one line naming the file, never a silent broadcast or
+    truncation."""
+    truth = "label" if p.kind == "classification" else "target"
+    arrays = {"scores": p.scores, "pred": p.pred, "index": p.index, "weights": p.weights, **p.truth}
+    for name, values in arrays.items():
+        if values is not None and len(values) != p.n:
+            raise ReportInputError(f"{source}: '{name}' has {len(values)} events but '{truth}' has {p.n}, so the "
+                                   f"predictions and truths are not aligned; {_NOT_ALIGNED_FIX}")
+    expected = (p.n, len(p.names))
+    for name in ("scores",) if p.kind == "classification" else ("pred", "target"):
+        shape = np.shape(getattr(p, name))
+        if shape != expected:
+            raise ReportInputError(f"{source}: '{name}' has shape {shape}, expected {expected} ({p.n} events, one "
+                                   f"column per name of {p.names}); {_NOT_ALIGNED_FIX}")
+    if p.index is not None and np.unique(p.index).size != p.n:
+        raise ReportInputError(f"{source}: 'index' repeats event ids, so its events cannot be paired with another "
+                               f"trial's; {_NOT_ALIGNED_FIX}")
+
+
+def _read(path: Path) -> Predictions:
     with h5py.File(path, "r") as f:
         truth = {k: f[k][()] for k in f if k not in _STANDARD and f[k].ndim == 1}
         direction = _attr_str(f.attrs.get("direction", ""))

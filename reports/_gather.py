@@ -36,6 +36,18 @@ class Details:
         leader = ranking.leader
         return None if leader is None else self.downloads.get(leader.trial.run_id, self.leader_split, filename)
 
+    def leader_predictions(self, ranking: Ranking) -> Predictions | None:
+        """The leader's predictions.h5 (checked for aligned events), None when it has none."""
+        path = self.leader_file(ranking, Artifact.PREDICTIONS)
+        if path is None:
+            return None
+        return read_predictions(path, artifact_name(ranking.leader.trial.run_id, self.leader_split))
+
+
+def artifact_name(run_id: str, split: str) -> str:
+    """How an error names a downloaded predictions.h5: by the run and artifact path, not the temporary copy."""
+    return f"artifact {split}/{Artifact.PREDICTIONS} of run {run_id}"
+
 
 def curve_rows(ranking: Ranking) -> list[Row]:
     rows = ranking.top(TOP_CURVES)
@@ -70,7 +82,7 @@ def fetch_details(ranking: Ranking, folder: Path) -> Details:
         split = "val"  # not a final (yet): its validation artifacts
         more = download(uri, [(leader, "val", Artifact.CONFUSION), (leader, "val", Artifact.PREDICTIONS)], folder)
         downloads.files.update(more.files)
-    preds = {rid: read_predictions(p) for (rid, s, name), p in downloads.files.items()
+    preds = {rid: read_predictions(p, artifact_name(rid, s)) for (rid, s, name), p in downloads.files.items()
              if s == "test" and name == Artifact.PREDICTIONS and rid in finalists}
     maps = download_folder(uri, leader, Artifact.EXPLAIN_DIR, folder / "maps") if leader is not None else None
     return Details(rows, histories, downloads, split, preds, maps)

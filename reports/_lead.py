@@ -19,9 +19,9 @@ import numpy as np
 from reports import _detail, _stats
 from reports._detail import Predictions
 from reports._plots_lead import lead_plot
-from reports._rank import FRACTION_METRICS, Ranking, Row, short_id
-from reports._render import Cell, Section, Table, fmt, fmt_delta, fmt_err
-from trainables.contract import metric_key
+from reports._rank import Ranking, Row, short_id
+from reports._render import Cell, Section, Table, fmt, fmt_delta, fmt_err, tie_text
+from trainables.contract import is_fraction, metric_key
 from trainables.physics import RESOLUTION_Q
 
 
@@ -35,7 +35,7 @@ class Finalist:
     seed_std: float | None
     seed_err: float | None
     vs_leader: _stats.PairedDifference | None = None  # leader − this finalist
-    tied: bool = False
+    tied: bool | None = False  # None: unknown, the error of the difference is not logged
 
 
 @dataclass
@@ -132,7 +132,7 @@ def analyse_lead(ranking: Ranking, predictions: dict[str, Predictions]) -> LeadA
     base = next((f for f in finalists if f.row.trial.baseline), None)
     for f in finalists[1:]:
         f.vs_leader = _difference(analysis, finalists[0], f, boot, observed)
-        f.tied = abs(f.vs_leader.delta) <= f.vs_leader.err
+        f.tied = _stats.within(f.vs_leader.delta, f.vs_leader.err)
     if base is not None:
         for f in finalists:
             if f is not base:
@@ -157,6 +157,10 @@ def _bootstrap(metric: str, preds: dict[str, Predictions | None], notes: list[st
         notes.append(f"{metric} cannot be recomputed from predictions.h5: the differences use the logged errors")
         return {}, {}
     n = next(iter(paired.values())).n
+    most = max(p.n for p in available.values())
+    if n < most:
+        notes.append(f"the finalists' test predictions share {n} of up to {most} events: the paired bootstrap uses "
+                     "the shared events only")
     return _stats.bootstrap_many(stats, n), {k: _stats.on_all_events(s, n) for k, s in stats.items()}
 
 
@@ -168,10 +172,6 @@ def _difference(analysis: LeadAnalysis, a: Finalist, b: Finalist, boot: dict, ob
         return _stats.paired_difference(boot[ka], boot[kb], observed[ka] - observed[kb], analysis.sign,
                                         a.value - b.value, err_seeds)
     return _stats.unpaired_difference(a.value, b.value, a.test_err, b.test_err, analysis.sign, err_seeds)
-
-
-def is_fraction(metric: str) -> bool:
-    return metric.split("/")[1 if metric.count("/") else 0] in FRACTION_METRICS
 
 
 def fmt_p(p: float) -> str:
@@ -187,12 +187,18 @@ def p_text(p: float, what: str = "P") -> str:
     return f"{what} {shown}" if shown[0] in "<>" else f"{what} = {shown}"
 
 
-def amount(metric_label: str, d: _stats.PairedDifference, sign: float) -> str:
-    """``3.1 ± 0.8 % accuracy`` (fractions in percentage points) or ``1.2 ± 0.3 resolution68_deg``."""
-    better = sign * d.delta
-    if is_fraction(metric_label):
-        return f"{fmt(100 * abs(better), 100 * d.err)} % {metric_label}"
-    return f"{fmt(abs(better), d.err)} {metric_label}"
+def amount(analysis: LeadAnalysis, d: _stats.PairedDifference, metric_label: str) -> str:
+    """``3.1 ± 0.8 % accuracy`` (fractions in percentage points) or ``1.2 ± 0.3 resolution68_deg``. The MLflow name
+    decides the percent (``trainables.contract.is_fraction``); ``metric_label`` is what the reader sees."""
+    better = abs(d.delta)
+    if is_fraction(analysis.metric):
+        return f"{fmt(100 * better, 100 * d.err)} % {metric_label}"
+    return f"{fmt(better, d.err)} {metric_label}"
+
+
+def signed_amount(analysis: LeadAnalysis, d: _stats.PairedDifference, metric_label: str) -> str:
+    """``+3.1 ± 0.8 % accuracy``: + when the first of the pair is better."""
+    return ("+" if analysis.sign * d.delta >= 0 else "−") + amount(analysis, d, metric_label)
 
 
 def headline(analysis: LeadAnalysis | None, pretty) -> str | None:
@@ -207,16 +213,20 @@ def headline(analysis: LeadAnalysis | None, pretty) -> str | None:
         d = analysis.vs_baseline.get(f.row.trial.run_id)
         if d is not None and analysis.sign * d.delta > d.err:
             seeds = f"{f.seeds} seeds" if f.seeds > 1 else "one seed"
-            return (f"**{f.row.trial.label} beats the baseline by {amount(metric, d, analysis.sign)}** "
+            return (f"**{f.row.trial.label} beats the baseline by {amount(analysis, d, metric)}** "
                     f"({p_text(d.p_better)}, {seeds}; test split, {d.method}).")
     d = analysis.vs_baseline.get(lead.row.trial.run_id)
     if d is None:  # the leader is the baseline
         return "**No finalist is distinguishable from the baseline**: the baseline leads."
+    if not math.isfinite(d.err):  # an error not logged is unknown, not zero: nothing can be claimed
+        return (f"**The leader {lead.row.trial.label} against the baseline: "
+                f"{signed_amount(analysis, d, metric)} on the test split, "
+                f"error unknown** (no `_err` logged for it): no significance is claimed.")
     if analysis.sign * d.delta < -d.err:
         return (f"**The baseline beats the leader {lead.row.trial.label} on the test split** by "
-                f"{amount(metric, d, analysis.sign)} ({p_text(d.p_better, 'P(leader better)')}).")
+                f"{amount(analysis, d, metric)} ({p_text(d.p_better, 'P(leader better)')}).")
     return (f"**No finalist is distinguishable from the baseline** (leader {lead.row.trial.label}: "
-            f"{'+' if analysis.sign * d.delta >= 0 else '−'}{amount(metric, d, analysis.sign)}, "
+            f"{signed_amount(analysis, d, metric)}, "
             f"{p_text(d.p_better, 'P(better)')}; test split).")
 
 
@@ -234,7 +244,7 @@ def lead_section(ranking: Ranking, analysis: LeadAnalysis | None) -> Section:
         d = f.vs_leader
         seeds = [str(f.seeds), fmt(f.value, f.seed_err), fmt_err(f.seed_std)] if f.seeds > 1 else ["1", "n/a", "n/a"]
         compare = ([fmt_delta(d.delta, d.err), fmt_err(d.err_events), fmt_err(d.err_seeds) if d.err_seeds else "n/a",
-                    fmt_p(d.p_better), "≈ tied" if f.tied else ""] if d is not None else ["", "", "", "", "leader"])
+                    fmt_p(d.p_better), tie_text(f.tied)] if d is not None else ["", "", "", "", "leader"])
         rows.append([Cell(f.row.trial.label + (" (baseline)" if f.row.trial.baseline else ""),
                           title=f.row.trial.run_name), fmt(f.test, f.test_err)] + seeds + compare)
         classes.append("leader" if d is None else ("tied" if f.tied else "") + (" baseline" if f.row.trial.baseline
@@ -247,7 +257,8 @@ def lead_section(ranking: Ranking, analysis: LeadAnalysis | None) -> Section:
             "that both get right or wrong do not count twice) and the seed spread (each mean's std/√N), in "
             "quadrature. The seeds share the test events, so the event error is not divided by √N. "
             "P(leader better) is the share of resamples in which the leader is better, smeared by the seed term. "
-            "A finalist within the combined 1σ of the leader is marked '≈ tied'."]
+            "A finalist within the combined 1σ of the leader is marked '≈ tied'; '?' where an error is not logged "
+            "(an older store, or a figure without `_err`): then neither a tie nor a lead is claimed."]
     text += [f"Note: {n}." for n in analysis.notes]
     diffs = [f for f in analysis.finalists[1:] if f.vs_leader is not None]
     figure = lead_plot([short_id(f.row.trial) for f in diffs], [analysis.sign * f.vs_leader.delta for f in diffs],

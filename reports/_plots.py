@@ -130,7 +130,7 @@ def ranking_plot(names, values, errs, baseline_flags, objective, tie_band, refer
     fig, ax = subplots(figsize=(SIZE[0], height))
     fig.subplots_adjust(left=1.45 / SIZE[0], right=0.97, top=1 - 0.45 / height, bottom=0.75 / height)
     y = np.arange(n)
-    x, e, base = np.asarray(values[:n], float), np.array([v or 0.0 for v in errs[:n]]), np.asarray(baseline_flags[:n])
+    x, e, base = np.asarray(values[:n], float), np.array(errs[:n], dtype=float), np.asarray(baseline_flags[:n])
     for mask, color in ((~base, "C0"), (base, BASELINE_COLOR)):
         if mask.any():
             ax.errorbar(x[mask], y[mask], xerr=e[mask], fmt="o", color=color, ecolor="0.5", capsize=2, zorder=3)

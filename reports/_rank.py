@@ -7,7 +7,9 @@ ranked (as on the console), nor are trials without an objective value; they foll
 Ties: a trial is tied with the leader when ``|x_trial - x_leader| <= sqrt(s_leader² + s_trial² + g_leader² +
 g_trial²)``, with ``s`` the logged 1-sigma error (``<metric>_err``) and ``g`` the training-seed spread of one run: the
 trial's own ``seeds/test/<metric>_std`` when it has replicas, else the sweep's pooled seed spread (the root mean
-square of its finalists' spreads; 0 without replicas). The two estimates come from independent trainings evaluated on
+square of its finalists' spreads; 0 without replicas). When either logged error is missing (an older store, or an
+objective without ``_err`` such as ``val/loss``) the tie is unknown (``tied`` None): a missing error is not a zero
+one, so no lead is claimed. The two estimates come from independent trainings evaluated on
 the same validation events, so the combined sigma overstates the spread of the difference a little: the tie mark errs
 toward "cannot tell them apart", which is the honest side for a group meeting.
 """
@@ -20,10 +22,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports._fetch import SweepRuns, Trial
-from trainables.contract import Status, metric_key
-
-# Objectives that are fractions where 1 - x is an error rate (the gain is a relative error-rate reduction).
-FRACTION_METRICS = ("accuracy", "efficiency", "purity", "fom", "auc")
+from reports._stats import quadrature, within
+from trainables.contract import Status, is_fraction, metric_key
 
 
 @dataclass(eq=False)  # rows are compared by identity: a field-wise == of two trials' metrics is slow and meaningless
@@ -33,7 +33,7 @@ class Row:
     objective: float | None
     objective_err: float | None
     seed_sigma: float = 0.0  # the training-seed spread of one run (own replicas, else the sweep's pooled spread)
-    tied: bool = False
+    tied: bool | None = False  # None: unknown, an error of the two is not logged
     leader: bool = False
 
 
@@ -144,13 +144,9 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def _finite_or_zero(x: float | None) -> float:
-    return x if x is not None and math.isfinite(x) else 0.0
-
-
 def tie_sigma(a: Row, b: Row) -> float:
-    return math.sqrt(_finite_or_zero(a.objective_err) ** 2 + _finite_or_zero(b.objective_err) ** 2
-                     + a.seed_sigma ** 2 + b.seed_sigma ** 2)
+    """The combined 1σ of two rows' objectives; NaN when either logged error is missing."""
+    return quadrature(a.objective_err, b.objective_err, a.seed_sigma, b.seed_sigma)
 
 
 def mark_ties(ranking: Ranking) -> None:
@@ -159,7 +155,7 @@ def mark_ties(ranking: Ranking) -> None:
         return
     leader.leader = True
     for r in ranking.ranked[1:]:
-        r.tied = abs(r.objective - leader.objective) <= tie_sigma(leader, r)
+        r.tied = within(r.objective - leader.objective, tie_sigma(leader, r))
 
 
 def ranking_table(ranking: Ranking) -> pd.DataFrame:
@@ -170,7 +166,7 @@ def ranking_table(ranking: Ranking) -> pd.DataFrame:
     for r in ranking.rows:
         t = r.trial
         rec = {"rank": r.rank, "label": t.label, "trial": t.run_name, "baseline": t.baseline,
-               "tied_with_leader": r.tied or r.leader, "flags": ",".join(t.flags)}
+               "tied_with_leader": True if r.leader else r.tied, "flags": ",".join(t.flags)}  # blank: unknown
         rec.update({f"param:{p}": _or_blank(t.param(p)) for p in ranking.varied})  # blank: inactive or absent
         rec[sweep.objective] = r.objective
         rec[sweep.objective + "_err"] = r.objective_err
@@ -198,7 +194,7 @@ def ranking_table(ranking: Ranking) -> pd.DataFrame:
 class Gain:
     """The best trial against the baseline, on the test split when both have it, else on validation.
 
-    Errors of differences are the two 1-sigma errors in quadrature (None where either is not logged).
+    Errors of differences are the two 1-sigma errors in quadrature (NaN, unknown, where either is not logged).
     """
 
     split: str  # test | val
@@ -206,14 +202,10 @@ class Gain:
     best: float
     base: float
     delta: float
-    delta_err: float | None
+    delta_err: float
     relative: float | None  # relative error-rate (or objective) reduction; None when undefined
     relative_label: str
     per_name: list[tuple]  # (metric, baseline, baseline_err, best, best_err, delta, delta_err) per physics figure
-
-
-def _quadrature(a: float | None, b: float | None) -> float | None:
-    return math.hypot(a, b) if a is not None and b is not None else None
 
 
 def gain_over_baseline(ranking: Ranking) -> Gain | None:
@@ -232,15 +224,14 @@ def gain_over_baseline(ranking: Ranking) -> Gain | None:
         vb, v0 = pick(best.trial, name), pick(base.trial, name)
         if vb is not None and v0 is not None:
             eb, e0 = pick(best.trial, name + "_err"), pick(base.trial, name + "_err")
-            per_name.append((name, v0, e0, vb, eb, vb - v0, _quadrature(e0, eb)))
-    err = _quadrature(pick(best.trial, sweep.objective + "_err"), pick(base.trial, sweep.objective + "_err"))
+            per_name.append((name, v0, e0, vb, eb, vb - v0, quadrature(e0, eb)))
+    err = quadrature(pick(best.trial, sweep.objective + "_err"), pick(base.trial, sweep.objective + "_err"))
     return Gain("test" if use_test else "val", sweep.objective, xb, x0, xb - x0, err, relative, label, per_name)
 
 
 def relative_gain(metric: str, mode: str, best: float, base: float) -> tuple[float | None, str]:
     """(err_base - err_best) / err_base with err = 1 - x for fractions; (base - best) / base for a min objective."""
-    leaf = metric.split("/")[1] if metric.count("/") >= 1 else metric
-    if mode == "max" and leaf in FRACTION_METRICS:
+    if mode == "max" and is_fraction(metric):
         e0, eb = 1.0 - base, 1.0 - best
         return ((e0 - eb) / e0 if e0 > 0 else None), "relative error-rate reduction (err = 1 - x)"
     if mode == "min":

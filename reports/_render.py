@@ -18,6 +18,7 @@ from reports._plots import Figure
 
 NOT_LOGGED = "n/a"  # never logged (e.g. no GPU on a CPU trial)
 UNDEFINED = "—"  # logged as NaN: undefined at that epoch (no event predicted as that class)
+UNKNOWN = "?"  # an error that should exist but was not logged (an older store, a figure without `_err`)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def _decimals(err: float) -> int:
 
 
 def fmt(x: float | None, err: float | None = None) -> str:
-    """``0.8123 ± 0.0041``: the error to 2 significant digits and the value to the same decimal place."""
+    """``0.8123 ± 0.0041``: the error to 2 significant digits and the value to the same decimal place. ``err`` None:
+    a figure without an error; NaN: an unknown error, shown ``0.8123 ± ?``."""
     if x is None:
         return NOT_LOGGED
     if isinstance(x, float) and math.isnan(x):
@@ -66,6 +68,8 @@ def fmt(x: float | None, err: float | None = None) -> str:
     if err is not None and math.isfinite(err) and err > 0:
         decimals = _decimals(err)
         return f"{x:.{decimals}f} ± {err:.{decimals}f}"
+    if err is not None and math.isnan(err):
+        return f"{fmt(x)} ± {UNKNOWN}"
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.3g}"
     return f"{x:.4g}"
@@ -84,21 +88,28 @@ def column_decimals(values: list[float | None], errs: list[float | None] | None 
 
 
 def fmt_fixed(x: float | None, decimals: int, err: float | None = None) -> str:
-    """A value (± error) with a fixed number of decimals: the cells of one column."""
+    """A value (± error) with a fixed number of decimals: the cells of one column (``± ?``: an unknown error)."""
     if x is None:
         return NOT_LOGGED
     if math.isnan(x):
         return UNDEFINED
     if err is not None and math.isfinite(err) and err > 0:
         return f"{x:.{decimals}f} ± {err:.{decimals}f}"
+    if err is not None and math.isnan(err):
+        return f"{x:.{decimals}f} ± {UNKNOWN}"
     return f"{x:.{decimals}f}"
 
 
 def fmt_err(err: float | None) -> str:
-    """An error on its own: 2 significant digits."""
+    """An error on its own: 2 significant digits; ``?`` when unknown (NaN)."""
     if err is None:
         return NOT_LOGGED
-    return UNDEFINED if math.isnan(err) else f"{err:.2g}"
+    return UNKNOWN if math.isnan(err) else f"{err:.2g}"
+
+
+def tie_text(tied: bool | None) -> str:
+    """A tie column's cell: ``≈ tied``, blank, or ``?`` when the error needed to decide is not logged."""
+    return UNKNOWN if tied is None else ("≈ tied" if tied else "")
 
 
 def fmt_param(value: str | None) -> str:

@@ -12,7 +12,9 @@ from reports import _plots
 from reports._importance import MIN_TRIALS_FOR_IMPORTANCE, param_importance
 from reports._pareto import pareto_front
 from reports._rank import Ranking, Row, err_of, gain_over_baseline, short_id, val_test_comparison
-from reports._render import Cell, Section, Table, column_decimals, fmt, fmt_delta, fmt_err, fmt_fixed, fmt_param
+from reports._render import (Cell, Section, Table, column_decimals, fmt, fmt_delta, fmt_err, fmt_fixed, fmt_param,
+                             tie_text)
+from reports._stats import quadrature
 
 AT_TEXT = {"best": "at each trial's best epoch (`best/` metrics)", "last": "at each trial's last epoch"}
 FLAG_TEXT = {"chance": ("chance", "validation at chance while the training loss fell"),
@@ -107,7 +109,7 @@ def ranking_section(ranking: Ranking) -> Section:
         row = [str(r.rank or "–"), trial_cell(t)] + ([_flags_cell(t)] if flags else [])
         row += [fmt_param(t.param(p)) for p in ranking.varied]
         row += [cols.cell(sweep.objective, r.objective, r.objective_err),
-                "leader" if r.leader else ("≈ tied" if r.tied else "")]
+                "leader" if r.leader else tie_text(r.tied)]
         row += [cols.compact(n, t.value(n, at), err_of(t, n, at)) for n in ranking.physics]
         row += [cols.cell(a["metric"], t.value(a["metric"], at)) for a in sweep.also]
         row += [str(t.epochs if t.epochs is not None else "n/a"), status_cell(t)]
@@ -133,8 +135,9 @@ def _ranking_text(ranking: Ranking) -> list[str]:
         "hover a physics figure for its error (`_err`: Wilson for fractions, bootstrap for resolutions; all in "
         "ranking.csv); eff. = efficiency, pur. = purity; '—': undefined at that epoch, 'n/a': not logged.",
         "**Tie rule**: a trial is marked '≈ tied' when |x − x_leader| ≤ the combined 1σ of both (their logged errors"
-        f"{seeds}); these trials cannot be told apart from the leader. Hover a trial id for its full run name "
-        "(also in ranking.csv). Throughput (events/s) is the last epoch's.",
+        f"{seeds}); these trials cannot be told apart from the leader. '?': an error is not logged (an older store, "
+        "or an objective without `_err` such as `val/loss`), so the tie is unknown and no lead is claimed. Hover a "
+        "trial id for its full run name (also in ranking.csv). Throughput (events/s) is the last epoch's.",
     ]
     if sweep.reference("val", sweep.objective) is not None:
         text.append("The **reference** row is the trivial predictor (majority class, mean target or mean direction, "
@@ -179,7 +182,7 @@ def _ranking_figure(ranking: Ranking):
     ranked = ranking.ranked
     leader = ranking.leader
     band = None
-    if leader is not None and leader.objective_err:
+    if leader is not None and leader.objective_err and math.isfinite(leader.objective_err):
         band = (leader.objective - leader.objective_err, leader.objective + leader.objective_err)
     return _plots.ranking_plot(
         [short_id(r.trial) for r in ranked], np.array([r.objective for r in ranked]),
@@ -202,7 +205,7 @@ def val_test_section(ranking: Ranking) -> Section:
             if t is None:  # only the figures evaluated on the test split
                 continue
             # Validation and test are disjoint event sets: independent errors, combined in quadrature.
-            diff = fmt_delta(t - v, math.hypot(ve, te) if ve and te else None) if v is not None else "n/a"
+            diff = fmt_delta(t - v, quadrature(ve, te)) if v is not None else "n/a"
             rows.append([trial_cell(c.row.trial) if first else "", sweep.pretty(name), fmt(v, ve), fmt(t, te), diff])
             classes.append(row_class(c.row))
             first = False

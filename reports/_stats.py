@@ -94,15 +94,30 @@ def on_all_events(stat: Statistic, n: int) -> float:
     return float(stat(np.ones((1, n)), np.arange(n)[None, :])[0])
 
 
+def quadrature(*errs: float | None) -> float:
+    """1-sigma errors combined in quadrature; NaN (unknown) when any of them is not logged or not finite. A missing
+    error is unknown, never zero: a zero would turn any difference into a certain one."""
+    if any(e is None or not math.isfinite(e) for e in errs):
+        return math.nan
+    return math.hypot(*errs)
+
+
+def within(delta: float, sigma: float) -> bool | None:
+    """``|delta| <= sigma`` (a tie); None when ``sigma`` is unknown (NaN) and ``delta`` is not 0."""
+    if math.isfinite(sigma):
+        return abs(delta) <= sigma
+    return True if delta == 0 else None
+
+
 @dataclass
 class PairedDifference:
     """A (the leader) against B on the test split, signed so that a positive ``better_by`` means A is better."""
 
     delta: float  # A - B, in the figure's own units (seed means when both have replicas)
-    err: float  # combined 1-sigma error of delta
-    err_events: float  # the paired-bootstrap part
+    err: float  # combined 1-sigma error of delta; NaN when unknown (an error not logged)
+    err_events: float  # the paired-bootstrap part (or the logged errors in quadrature)
     err_seeds: float  # the seed-spread part (0 without replicas)
-    p_better: float  # P(A better than B)
+    p_better: float  # P(A better than B); NaN when the error is unknown
     method: str  # "paired bootstrap" | "logged errors"
 
 
@@ -131,10 +146,17 @@ def paired_difference(fig_a: np.ndarray, fig_b: np.ndarray, observed: float, sig
 
 def unpaired_difference(a: float, b: float, err_a: float | None, err_b: float | None, sign: float,
                         err_seeds: float = 0.0) -> PairedDifference:
-    """Without predictions to pair: the logged errors in quadrature (an overestimate: they share the test events)."""
-    events = math.hypot(err_a or 0.0, err_b or 0.0)
-    err = math.hypot(events, err_seeds)
-    p = float(normal_cdf(sign * (a - b) / err)) if err > 0 else (1.0 if sign * (a - b) > 0 else 0.5)
+    """Without predictions to pair: the logged errors in quadrature (an overestimate: they share the test events).
+    Either error not logged (an older store, a figure without ``_err``): the error and P are unknown (NaN)."""
+    events = quadrature(err_a, err_b)
+    err = quadrature(events, err_seeds)
+    better = sign * (a - b)
+    if not math.isfinite(err):
+        p = math.nan
+    elif err > 0:
+        p = float(normal_cdf(better / err))
+    else:
+        p = 1.0 if better > 0 else (0.0 if better < 0 else 0.5)
     return PairedDifference(a - b, err, events, err_seeds, p, "logged errors")
 
 

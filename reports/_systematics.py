@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from reports._plots_lead import systematics_plot
 from reports._rank import Ranking, Row
-from reports._render import Cell, Section, Table, fmt, fmt_delta
-from reports._stats import kendall_tau
+from reports._render import UNKNOWN, Cell, Section, Table, fmt, fmt_delta
+from reports._stats import kendall_tau, quadrature
 
 SYST_PREFIX = "syst/"
 
@@ -27,7 +27,7 @@ SYST_PREFIX = "syst/"
 class Shift:
     nominal: float
     variant: float
-    err: float | None
+    err: float  # NaN: unknown, an error of the two is not logged
     seeds: bool  # seed means on both sides
 
     @property
@@ -69,8 +69,7 @@ def _shift(row: Row, label: str, name: str) -> Shift | None:
     if nominal is None or variant is None or not (math.isfinite(nominal) and math.isfinite(variant)):
         return None
     e_nom, e_var = t.test_value(name + "_err"), t.split_value(f"syst/{label}", name + "_err")
-    err = math.hypot(e_nom, e_var) if e_nom is not None and e_var is not None else None
-    return Shift(nominal, variant, err, seeds)
+    return Shift(nominal, variant, quadrature(e_nom, e_var), seeds)
 
 
 def analyse_systematics(ranking: Ranking) -> list[Variant]:
@@ -116,10 +115,11 @@ def systematics_section(ranking: Ranking) -> Section | None:
             t = rows_of[rid].trial
             table_rows.append([Cell(t.label, title=t.run_name), sweep.pretty(name) + (" ‡" if s.seeds else ""),
                                fmt(s.nominal), fmt(s.variant), fmt_delta(s.shift, s.err),
-                               f"{abs(s.shift) / s.err:.1f}" if s.err else "n/a"])
+                               f"{abs(s.shift) / s.err:.1f}" if s.err > 0 else (UNKNOWN if math.isnan(s.err)
+                                                                                 else "n/a")])
         blocks.append(Table(["finalist", "figure", "nominal", v.label, "shift", "|shift| / σ"], table_rows, [],
                             f"syst-{v.label}"))
-    shifts = {(sweep.pretty(name), rows_of[rid].trial.label, v.label): (s.shift, s.err or 0.0)
+    shifts = {(sweep.pretty(name), rows_of[rid].trial.label, v.label): (s.shift, s.err)  # NaN: no error bar
               for v in variants for (name, rid), s in v.shifts.items()}
     labels = [r.trial.label for r in ranking.finalists()]
     figure = systematics_plot([sweep.pretty(n) for n in names], labels, [v.label for v in variants], shifts)

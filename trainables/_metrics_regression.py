@@ -48,7 +48,7 @@ def regression_metrics(
     per-component residuals then compare directions); "theta_phi" is (θ, φ) in radians. For a direction the metrics
     also hold ``resolution68_deg``, the weighted 68 % quantile of the 3D opening angle, and ``resolution68_deg_err``,
     the standard deviation of that quantile over ``n_bootstrap`` seeded resamples (absent with < 2 events or
-    ``n_bootstrap < 2``). Events whose predicted vector is zero count as 180° (no direction is the worst answer).
+    ``n_bootstrap < 2``). Events whose predicted or true vector is zero count as 180° (``opening_angle_deg``).
     """
     pred, target = _as_columns(pred), _as_columns(target)
     if pred.shape != target.shape or pred.shape[1] != len(target_names):
@@ -82,7 +82,7 @@ def _as_columns(array: np.ndarray) -> np.ndarray:
 def _resolution(
     pred: np.ndarray, target: np.ndarray, direction: str, weights: np.ndarray, n_bootstrap: int, seed: int
 ) -> dict[str, float]:
-    angle = np.nan_to_num(opening_angle_deg(pred, target, direction), nan=180.0)
+    angle = opening_angle_deg(pred, target, direction)  # a zero vector already counts as 180°
     out = {"resolution68_deg": weighted_quantile(angle, RESOLUTION_Q, weights)}
     err = bootstrap_quantile_err(angle, RESOLUTION_Q, weights, n_bootstrap, seed)
     if err is not None:

@@ -159,6 +159,24 @@ EXPORT = ("export/max_abs_diff", "export/argmax_agreement")  # scanner export's 
 MODEL = ("model/params_total", "model/params_trainable")  # logged once, with the first epoch
 REFERENCE_SPLITS = ("val", "test")  # the parent run's ref/<split>/<name>: the trivial predictor, once per sweep
 WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg", "bias", "rms")  # they log `<name>_err`
+PER_NAME_FAMILIES = ("efficiency", "purity", "fom", "auc", "bias", "rms", "skew")  # `<family>/<class or target key>`
+FRACTIONS = ("accuracy", "efficiency", "purity", "fom", "auc")  # in [0, 1] by definition, 1 - x an error rate
+
+
+def metric_family(name: str) -> str:
+    """The family of a metric name, whatever its prefix (``val/``, ``test/``, ``best/val/``, ``seeds/test/``,
+    ``syst/<label>/``, ``ref/val/`` or none) and without its class or target key: ``test/efficiency/nue_CC`` ->
+    ``efficiency``, ``val/accuracy`` -> ``accuracy``, ``val/bias/accuracy`` (a target named accuracy) -> ``bias``."""
+    parts = name.split("/")
+    if len(parts) >= 2 and parts[-2] in PER_NAME_FAMILIES:
+        return parts[-2]
+    return parts[-1]
+
+
+def is_fraction(name: str) -> bool:
+    """Whether a metric is a fraction (shown in percent, 1 - x an error rate): decided by its family, never by its
+    value (a loss of 0.3 lies in [0, 1] too). ``name`` is a metric name, not a real class name with a ``/`` in it."""
+    return metric_family(name) in FRACTIONS
 
 
 def physics_names(task: str, class_names: Iterable[str] = (), target_names: Iterable[str] = ()) -> list[str]:

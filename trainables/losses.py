@@ -17,13 +17,14 @@ import torch.nn.functional as F
 
 from trainables.config import TrialConfig
 from trainables.errors import BadInput
-from trainables.physics import DIRECTIONS
+from trainables.physics import DIRECTIONS, WORST_ANGLE_DEG
 from trainables.registry import Registry
 
 __all__ = ["LOSSES", "create_loss", "class_weights", "theta_phi_to_unit", "opening_angle"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[Callable[..., LossFn]] = Registry("loss")
+WORST_ANGLE_RAD = float(np.radians(WORST_ANGLE_DEG))
 
 
 # --- classification ----------------------------------------------------------------------------------------------
@@ -107,11 +108,15 @@ def opening_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     Unlike acos(a·b) it has a finite gradient at 0 and π and keeps precision for small angles (acos' slope is
     infinite at 1). It is scale invariant; a is normalised anyway so a collapsing prediction cannot hide in it.
+    A zero-length row has no direction: its angle is π, the worst answer, as in ``trainables.physics
+    .opening_angle_deg`` (atan2(0, 0) would otherwise make an all-zero prediction the best one, at 0).
     """
+    no_direction = (a == 0).all(dim=1) | (b == 0).all(dim=1)
     a = F.normalize(a, dim=1, eps=1e-12)
     b = F.normalize(b, dim=1, eps=1e-12)
     cross = torch.linalg.vector_norm(torch.linalg.cross(a, b, dim=1), dim=1)
-    return torch.atan2(cross, (a * b).sum(dim=1))
+    angle = torch.atan2(cross, (a * b).sum(dim=1))
+    return torch.where(no_direction, torch.full_like(angle, WORST_ANGLE_RAD), angle)
 
 
 @LOSSES.register("angular", task="regression")

@@ -150,6 +150,7 @@ def weighted_roc_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarr
 
 DIRECTIONS = {"unit_vector": 3, "theta_phi": 2}  # direction attribute -> number of targets it needs
 RESOLUTION_Q = 0.68  # the 68 % containment angle, the usual single-number angular resolution
+WORST_ANGLE_DEG = 180.0  # the opening angle of an event without a direction (a zero-length vector)
 
 
 def wrap_phi(x: np.ndarray) -> np.ndarray:
@@ -186,8 +187,9 @@ def opening_angle_deg(pred: np.ndarray, target: np.ndarray, direction: str) -> n
     """Per-event 3D angle in degrees between predicted and true directions.
 
     ``direction`` is "unit_vector" (K = 3, vectors need not be normalised) or "theta_phi" (K = 2, radians). Uses
-    atan2(|a x b|, a . b), which stays accurate for tiny angles where arccos of a dot product does not. A zero-length
-    predicted vector has no direction: its angle is NaN.
+    atan2(|a x b|, a . b), which stays accurate for tiny angles where arccos of a dot product does not. An event whose
+    predicted or true vector has zero length has no direction to compare: its angle is 180°, the worst answer, so it
+    counts against the resolution instead of dropping out of it (NaN inputs stay NaN).
     """
     pred, target = np.atleast_2d(np.asarray(pred, dtype=float)), np.atleast_2d(np.asarray(target, dtype=float))
     if direction not in DIRECTIONS:
@@ -197,7 +199,9 @@ def opening_angle_deg(pred: np.ndarray, target: np.ndarray, direction: str) -> n
         pred, target = theta_phi_to_unit(pred), theta_phi_to_unit(target)
     a, b = normalised(pred), normalised(target)
     cross = np.linalg.norm(np.cross(a, b), axis=1)
-    return np.degrees(np.arctan2(cross, np.sum(a * b, axis=1)))
+    angle = np.degrees(np.arctan2(cross, np.sum(a * b, axis=1)))
+    no_direction = (np.linalg.norm(pred, axis=1) == 0) | (np.linalg.norm(target, axis=1) == 0)
+    return np.where(no_direction, WORST_ANGLE_DEG, angle)
 
 
 def is_azimuth(name: str, index: int, direction: str | None) -> bool:

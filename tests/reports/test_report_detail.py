@@ -8,8 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from reports import _detail
+from reports import _detail, _lead, _stats
 from reports._render import fmt
+from reports.errors import ReportInputError
+from trainables.metrics import regression_metrics
 
 
 @pytest.fixture
@@ -95,6 +97,27 @@ def test_regression_residuals_angles_and_resolution(tmp_path):
     assert np.nanmin(res["q68"]) <= overall <= np.nanmax(res["q68"])
 
 
+def test_a_zero_prediction_scores_the_same_resolution_as_in_training(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 300
+    target = rng.normal(size=(n, 3))
+    target /= np.linalg.norm(target, axis=1, keepdims=True)
+    pred = target + rng.normal(scale=0.2, size=(n, 3))
+    pred[:40] = 0.0  # a model that gives up on some events: no direction at all
+    path = tmp_path / "reg.h5"
+    with h5py.File(path, "w") as f:
+        f["index"], f["target"], f["pred"] = np.arange(n), target, pred
+        f["energy"] = rng.uniform(1, 4, n)
+        f.attrs["target_names"] = ["dx", "dy", "dz"]
+        f.attrs["direction"] = "unit_vector"
+    p = _detail.read_predictions(path)
+    logged = regression_metrics(pred, target, p.names, "unit_vector", n_bootstrap=0)["resolution68_deg"]
+    angle = _detail.opening_angle_deg(p)
+    assert np.all(angle[:40] == 180.0)
+    assert _stats.on_all_events(_lead.statistic(p, "val/resolution68_deg"), n) == pytest.approx(logged)
+    assert np.all(np.isfinite(_detail.binned_resolution(angle, p.truth["energy"])["q68"]))
+
+
 def test_phi_residuals_wrap_into_minus_pi_pi():
     p = _detail.Predictions("regression", ["theta", "phi"], target=np.array([[1.0, 3.1]]),
                             pred=np.array([[1.2, -3.1]]), direction="theta_phi")
@@ -107,3 +130,48 @@ def test_format_rounds_to_the_error():
     assert fmt(0.81234, 0.0041) == "0.8123 ± 0.0041"
     assert fmt(12.345, 1.2) == "12.3 ± 1.2"
     assert fmt(None) == "n/a"
+
+
+def write_regression(path, n=50, **override):
+    rng = np.random.default_rng(1)
+    target = rng.normal(size=(n, 3))
+    data = {"index": np.arange(n), "target": target, "pred": target + 0.1, "energy": rng.uniform(1, 4, n),
+            "weights": np.ones(n), **override}
+    with h5py.File(path, "w") as f:
+        for name, values in data.items():
+            f[name] = values
+        f.attrs["target_names"] = ["dx", "dy", "dz"]
+        f.attrs["direction"] = "unit_vector"
+    return path
+
+
+@pytest.mark.parametrize("override, says", [
+    ({"pred": np.zeros((49, 3))}, "'pred' has 49 events but 'target' has 50"),
+    ({"energy": np.ones(40)}, "'energy' has 40 events but 'target' has 50"),
+    ({"weights": np.ones(1)}, "'weights' has 1 events but 'target' has 50"),  # would broadcast silently
+    ({"index": np.arange(30)}, "'index' has 30 events but 'target' has 50"),  # would truncate the pairing
+    ({"index": np.zeros(50, dtype=int)}, "'index' repeats event ids"),
+    ({"pred": np.zeros((50, 2))}, "'pred' has shape (50, 2), expected (50, 3)"),
+])
+def test_predictions_not_aligned_with_their_truths_are_one_line_naming_the_file(tmp_path, override, says):
+    path = write_regression(tmp_path / "predictions.h5", **override)
+    with pytest.raises(ReportInputError) as err:
+        _detail.read_predictions(path, "artifact test/predictions.h5 of run abc")
+    text = str(err.value)
+    assert text.startswith("artifact test/predictions.h5 of run abc: ") and says in text and "\n" not in text
+    assert "write it again or delete it from the run" in text
+
+
+def test_aligned_predictions_read_as_before(tmp_path):
+    p = _detail.read_predictions(write_regression(tmp_path / "predictions.h5"))
+    assert p.n == 50 and set(p.truth) == {"energy"}
+
+
+def test_classification_scores_not_aligned_with_labels(tmp_path, cls_file):
+    with h5py.File(cls_file, "a") as f:
+        scores = f["scores"][()]
+        del f["scores"]
+        f["scores"] = scores[:-1]
+    with pytest.raises(ReportInputError) as err:
+        _detail.read_predictions(cls_file)
+    assert str(err.value).startswith(f"{cls_file}: 'scores' has 399 events but 'label' has 400")

@@ -108,6 +108,17 @@ def test_unpaired_difference_uses_the_logged_errors():
     assert d.method == "logged errors"
 
 
+@pytest.mark.parametrize("err_a, err_b", [(None, 0.02), (0.01, None), (None, None), (math.nan, 0.02)])
+def test_a_missing_logged_error_leaves_the_difference_unknown_not_certain(err_a, err_b):
+    d = _stats.unpaired_difference(0.85, 0.80, err_a, err_b, 1.0)
+    assert d.delta == pytest.approx(0.05)
+    assert math.isnan(d.err) and math.isnan(d.p_better)  # before: error 0 and P = 1, "certainly better"
+
+
+def test_a_worse_trial_with_zero_error_is_certainly_not_better():
+    assert _stats.unpaired_difference(0.80, 0.85, 0.0, 0.0, 1.0).p_better == 0.0
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_kendall_tau_matches_scipy(seed):
     rng = np.random.default_rng(seed)

@@ -9,12 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from reports import _detail, rank
-from reports._build import reference_line
+from reports import _detail, gain_over_baseline, rank
+from reports._build import reference_line, summary_lines
 from reports._fetch import SweepRuns, Trial
 from reports._plots_detail import score_distributions
-from reports._render import column_decimals, fmt, fmt_fixed, md_escape
-from reports._sections import importance_section
+from reports._lead import analyse_lead, headline
+from reports._render import Table, column_decimals, fmt, fmt_delta, fmt_fixed, md_escape
+from reports._sections import importance_section, ranking_section
+from reports._systematics import systematics_section
 from trainables.physics import effective_count, weighted_fraction_err, weighted_quantile
 
 
@@ -57,6 +59,66 @@ def test_the_headline_says_when_the_leader_is_not_better_than_the_reference():
     ok = reference_line(rank(sweep_of(trials, {"ref/val/accuracy": 0.30})))
     assert ok.startswith("Reference predictor (validation): accuracy = 0.3;")
     assert reference_line(rank(sweep_of(trials))) is None  # no reference logged
+
+
+def no_errors(t: Trial) -> Trial:
+    """The trial as an older store has it: no `_err` metrics."""
+    t.metrics = {k: v for k, v in t.metrics.items() if not k.endswith("_err")}
+    return t
+
+
+def test_without_logged_errors_the_tie_is_unknown_not_decided():
+    trials = [no_errors(trial("t00", 0.80, baseline=True)), no_errors(trial("t01", 0.86)),
+              no_errors(trial("t02", 0.86))]
+    ranking = rank(sweep_of(trials))
+    assert [r.tied for r in ranking.ranked[1:]] == [True, None]  # equal values tie whatever the error
+    table = next(b for b in ranking_section(ranking).blocks if isinstance(b, Table))
+    assert [row[table.headers.index("tie")] for row in table.rows] == ["leader", "≈ tied", "?"]
+    assert list(ranking.table["tied_with_leader"]) == [True, True, None]
+    summary = " ".join(summary_lines(ranking))
+    assert "Within 1σ of the leader" in summary and "unknown" in summary
+
+
+def test_without_logged_errors_the_headlines_claim_no_significance():
+    trials = [no_errors(trial("t00", 0.80, baseline=True, extra={"test/accuracy": 0.80})),
+              no_errors(trial("t01", 0.86, extra={"test/accuracy": 0.86, "syst/noisy/accuracy": 0.83}))]
+    ranking = rank(sweep_of(trials, {"ref/val/accuracy": 0.50}))
+    line = headline(analyse_lead(ranking, {}), ranking.sweep.pretty)
+    assert "beats" not in line and "distinguishable" not in line
+    assert "+6 ± ? % accuracy" in line and "no significance is claimed" in line
+    reference = reference_line(ranking)
+    assert "0.36 ± ?" in reference and "no significance is claimed" in reference
+    gain = gain_over_baseline(ranking)
+    assert math.isnan(gain.delta_err) and fmt_delta(gain.delta, gain.delta_err) == "+0.06 ± ?"
+    assert fmt(0.8123, math.nan) == "0.8123 ± ?" and fmt(0.8123) == "0.8123"
+    syst = next(b for b in systematics_section(ranking).blocks if isinstance(b, Table))
+    assert syst.rows[0][4:] == ["−0.03 ± ?", "?"]  # shift, |shift| / σ
+
+
+def test_a_per_class_fraction_lead_is_told_in_percentage_points():
+    trials = []
+    for label, value, baseline in (("t00", 0.70, True), ("t01", 0.80, False)):
+        trials.append(trial(label, 0.5, baseline=baseline, extra={
+            "best/val/efficiency/nue_CC": value, "best/val/efficiency/nue_CC_err": 0.01,
+            "test/efficiency/nue_CC": value, "test/efficiency/nue_CC_err": 0.01}))
+    sweep = sweep_of(trials)
+    sweep.objective = "val/efficiency/nue_CC"
+    line = headline(analyse_lead(rank(sweep), {}), sweep.pretty)
+    assert line.startswith("**t01 beats the baseline by 10.0 ± 1.4 % efficiency/nue+CC**"), line
+
+
+def test_finalists_sharing_part_of_their_events_are_paired_on_those_and_say_so():
+    rng = np.random.default_rng(2)
+    label = rng.integers(0, 2, 600)
+    trials, preds = [], {}
+    for name, n, baseline in (("t00", 600, True), ("t01", 400, False)):
+        scores = rng.dirichlet(np.ones(2), n)
+        trials.append(trial(name, 0.6, baseline=baseline, extra={"test/accuracy": 0.6, "test/accuracy_err": 0.02}))
+        preds[f"id-{name}"] = _detail.Predictions("classification", ["NC", "nue+CC"], index=np.arange(n),
+                                                  label=label[:n], scores=scores)
+    analysis = analyse_lead(rank(sweep_of(trials)), preds)
+    assert analysis.finalists[1].vs_leader.method == "paired bootstrap"
+    assert "share 400 of up to 600 events" in " ".join(analysis.notes)
 
 
 @pytest.mark.parametrize("n, caveat", [(6, True), (12, False)])

@@ -9,7 +9,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from trainables.config import DataConfig
-from trainables.contract import colliding_keys, logged_metrics, metric_key, tag_value
+from trainables.contract import colliding_keys, is_fraction, logged_metrics, metric_key, tag_value
 from trainables.data import open_events
 from trainables.errors import BadInput
 from trainables.metrics import classification_metrics, prefixed, regression_metrics
@@ -21,6 +21,17 @@ def test_metric_key_keeps_safe_names_and_maps_the_rest():
     assert metric_key("numuCC") == "numuCC" and metric_key("n_pi0-1.5") == "n_pi0-1.5"
     assert [metric_key(n) for n in HOSTILE] == ["nue_CC", "CC_1pi_", "a_b", "say__hi_", "x_y", "NC"]
     assert colliding_keys(["a+b", "a_b", "c"]) == {"a_b": ["a+b", "a_b"]}
+
+
+@pytest.mark.parametrize("name, fraction", [
+    ("val/accuracy", True), ("accuracy", True), ("test/efficiency/nue_CC", True), ("efficiency/nue_CC", True),
+    ("seeds/test/purity/NC", True), ("syst/noisy/fom/numuCC", True), ("ref/val/auc/NC", True),
+    ("val/purity/efficiency", True),  # a class named efficiency
+    ("val/loss", False), ("val/resolution68_deg", False), ("val/bias/accuracy", False),  # a target named accuracy
+    ("rms/x", False), ("perf/data_wait_frac", False),
+])
+def test_a_fraction_is_told_by_its_family_whatever_the_prefix(name, fraction):
+    assert is_fraction(name) is fraction
 
 
 def test_every_metric_of_hostile_class_names_is_accepted_by_mlflow(tmp_path):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from trainables.config import TrialConfig
 from trainables.errors import BadInput
 from trainables.losses import class_weights, create_loss
+from trainables.physics import opening_angle_deg
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 # Two events, two classes, logits (0, ln 3): softmax = (1/4, 3/4). Event 0 is class 1 (p_t = 3/4), event 1 class 0
@@ -122,6 +123,17 @@ def test_angular_of_identical_vectors_is_zero_with_a_finite_gradient():
     loss = create_loss("angular", TrialConfig(), "regression", direction="unit_vector")(pred, pred.detach().clone())
     loss.sum().backward()
     assert torch.allclose(loss, torch.zeros(2), atol=1e-6)
+    assert torch.isfinite(pred.grad).all()
+
+
+def test_angular_of_a_zero_vector_is_the_worst_angle_as_in_the_metrics():
+    pred = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], requires_grad=True)
+    truth = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    loss = create_loss("angular", TrialConfig(), "regression", direction="unit_vector")(pred, truth)
+    loss.sum().backward()
+    expected = np.radians(opening_angle_deg(pred.detach().numpy(), truth.numpy(), "unit_vector"))
+    assert torch.allclose(loss, torch.tensor(expected, dtype=torch.float32))
+    assert torch.allclose(loss, torch.full((2,), math.pi))
     assert torch.isfinite(pred.grad).all()
 
 

@@ -144,7 +144,7 @@ def test_bootstrap_error_is_close_to_the_spread_of_independent_samples():
 def test_zero_prediction_counts_as_the_worst_angle():
     target = np.tile([0.0, 0.0, 1.0], (4, 1))
     pred = np.array([[0.0, 0.0, 1.0]] * 3 + [[0.0, 0.0, 0.0]])
-    assert np.isnan(opening_angle_deg(pred, target, "unit_vector")[3])
+    assert opening_angle_deg(pred, target, "unit_vector")[3] == 180.0
     metrics = regression_metrics(pred, target, ["x", "y", "z"], "unit_vector", n_bootstrap=0)
     assert metrics["resolution68_deg"] == pytest.approx(np.quantile([0, 0, 0, 180.0], 0.68))
 
@@ -158,3 +158,9 @@ def test_bad_direction_inputs():
     with pytest.raises(ValueError, match="NaN"):
         regression_metrics(np.full((3, 2), np.nan), pred, ["a", "b"])
     assert regression_metrics(np.zeros((0, 2)), np.zeros((0, 2)), ["a", "b"]) == {}
+
+
+def test_zero_length_vectors_have_the_worst_angle_on_either_side():
+    pred = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    target = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(opening_angle_deg(pred, target, "unit_vector"), [180.0, 180.0, 180.0, 0.0])
