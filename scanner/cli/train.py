@@ -109,7 +109,6 @@ def run_train(args) -> int:
     # MLflow and torch load here, not for --help
     from mlflow.tracking import MlflowClient
 
-    # MLflow and torch load here, not for --help
     from scanner.targets import check_inits, resolve_inits
     from scanner.tracking import check_reachable, ensure_experiment, quiet_store_creation, trial_run_name
     from search_spaces import baseline_only_warning, load_space, parse_set, train_config
