@@ -6,6 +6,8 @@ import contextlib
 import socket
 import threading
 
+import pytest
+
 from fixtures_sweep import free_port, write_tiny_space
 from scanner import cli
 
@@ -29,6 +31,7 @@ def test_unreachable_tracking_server_is_exit_2(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "scans").exists()
 
 
+@pytest.mark.slow  # a listening server, and the check's full timeout
 def test_a_silent_tracking_server_is_asked_once_not_retried(tmp_path, monkeypatch, capsys):
     """A server that accepts and never answers (a hung proxy): one request with the check's own timeout, then one
     line, instead of MLflow's retries with back-off for minutes."""

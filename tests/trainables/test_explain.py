@@ -125,7 +125,7 @@ def test_explain_writes_pngs_page_and_numbers_and_replaces_a_previous_run(tiny_c
     numbers = np.load(out / "maps.npz")
     assert numbers[f"maps_{first.events[0].index}"].shape == first.events[0].maps.shape
     assert {p.name for p in written} == set(info["files"])
-    second = explain_events(trial, np.array([first.events[0].index]), ExplainOptions())
+    second = explain_events(trial, np.array([first.events[0].index]), ExplainOptions(method="saliency"))
     write_explanation(second, out)
     left = {p.name for p in out.iterdir()}
     assert left == {"mine.txt", f"event_{first.events[0].index}.png", "maps.npz", "explain.html", INDEX_JSON}
