@@ -75,19 +75,25 @@ def test_binned_efficiency_and_purity_match_direct_counts(cls_file):
     assert np.sum([np.sum((e >= edges[k]) & (e < edges[k + 1])) for k in range(len(edges) - 1)]) >= len(e) - 1
 
 
-def test_regression_residuals_angles_and_resolution(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 500
+def _direction_predictions(path, n: int, seed: int, spread: float, zeroed: int = 0):
+    """A predictions.h5 of unit-vector directions smeared by ``spread``, the first ``zeroed`` predictions all zero
+    (a model that gives up on those events: no direction at all). Returns (target, pred)."""
+    rng = np.random.default_rng(seed)
     target = rng.normal(size=(n, 3))
     target /= np.linalg.norm(target, axis=1, keepdims=True)
-    pred = target + rng.normal(scale=0.1, size=(n, 3))
-    path = tmp_path / "reg.h5"
+    pred = target + rng.normal(scale=spread, size=(n, 3))
+    pred[:zeroed] = 0.0
     with h5py.File(path, "w") as f:
         f["index"], f["target"], f["pred"] = np.arange(n), target, pred
         f["energy"] = rng.uniform(1, 4, n)
         f.attrs["target_names"] = ["dx", "dy", "dz"]
         f.attrs["direction"] = "unit_vector"
-    p = _detail.read_predictions(path)
+    return target, pred
+
+
+def test_regression_residuals_angles_and_resolution(tmp_path):
+    target, pred = _direction_predictions(tmp_path / "reg.h5", n=500, seed=0, spread=0.1)
+    p = _detail.read_predictions(tmp_path / "reg.h5")
     angle = _detail.opening_angle_deg(p)
     u = pred / np.linalg.norm(pred, axis=1, keepdims=True)
     assert angle == pytest.approx(np.degrees(np.arccos(np.clip((u * target).sum(1), -1, 1))))
@@ -98,19 +104,9 @@ def test_regression_residuals_angles_and_resolution(tmp_path):
 
 
 def test_a_zero_prediction_scores_the_same_resolution_as_in_training(tmp_path):
-    rng = np.random.default_rng(4)
     n = 300
-    target = rng.normal(size=(n, 3))
-    target /= np.linalg.norm(target, axis=1, keepdims=True)
-    pred = target + rng.normal(scale=0.2, size=(n, 3))
-    pred[:40] = 0.0  # a model that gives up on some events: no direction at all
-    path = tmp_path / "reg.h5"
-    with h5py.File(path, "w") as f:
-        f["index"], f["target"], f["pred"] = np.arange(n), target, pred
-        f["energy"] = rng.uniform(1, 4, n)
-        f.attrs["target_names"] = ["dx", "dy", "dz"]
-        f.attrs["direction"] = "unit_vector"
-    p = _detail.read_predictions(path)
+    target, pred = _direction_predictions(tmp_path / "reg.h5", n=n, seed=4, spread=0.2, zeroed=40)
+    p = _detail.read_predictions(tmp_path / "reg.h5")
     logged = regression_metrics(pred, target, p.names, "unit_vector", n_bootstrap=0)["resolution68_deg"]
     angle = _detail.opening_angle_deg(p)
     assert np.all(angle[:40] == 180.0)
