@@ -178,7 +178,8 @@ def main() -> None:
         print(f"  seed {seed}: reached the bar after {need} epochs = {need / grid_epochs:.1%} of the grid's "
               f"(sweep total {len(stream)} epochs, best {best:.4f}, {secs:.0f} s)")
     finite = [f for f in fractions if f != float("inf")]
-    shown = f"median {statistics.median(fractions):.1%}" if finite else "never"
+    median = statistics.median(fractions)
+    shown = f"median {median:.1%}" if median != float("inf") else "median never (fewer than half the seeds reached it)"
     print(f"over seeds {args.seeds}: {shown} of the grid's epochs (target <= 25 %); "
           f"reached in {len(finite)}/{len(fractions)} seeds")
 
