@@ -164,10 +164,18 @@ def _bootstrap(metric: str, preds: dict[str, Predictions | None], notes: list[st
     return _stats.bootstrap_many(stats, n), {k: _stats.on_all_events(s, n) for k, s in stats.items()}
 
 
+def seed_term(f: Finalist) -> float:
+    """The seed part of a finalist's error: 0 with one seed; with replicas their mean's error, NaN (unknown) when it
+    was not logged: a missing error is not a zero one."""
+    if f.seeds <= 1:
+        return 0.0
+    return f.seed_err if f.seed_err is not None else math.nan
+
+
 def _difference(analysis: LeadAnalysis, a: Finalist, b: Finalist, boot: dict, observed: dict
                 ) -> _stats.PairedDifference:
     ka, kb = a.row.trial.run_id, b.row.trial.run_id
-    err_seeds = math.hypot(a.seed_err or 0.0, b.seed_err or 0.0)
+    err_seeds = _stats.quadrature(seed_term(a), seed_term(b))
     if ka in boot and kb in boot:
         return _stats.paired_difference(boot[ka], boot[kb], observed[ka] - observed[kb], analysis.sign,
                                         a.value - b.value, err_seeds)

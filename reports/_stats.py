@@ -136,7 +136,9 @@ def paired_difference(fig_a: np.ndarray, fig_b: np.ndarray, observed: float, sig
     center = observed if center is None else center
     err_events = float(np.std(d, ddof=1)) if d.size > 1 else math.nan
     better = sign * (d - observed + center)  # resamples re-centred on the seed means; > 0: A better
-    if err_seeds > 0:
+    if not math.isfinite(err_seeds):  # replicas whose spread was not logged: how sure is unknown
+        p = math.nan
+    elif err_seeds > 0:
         p = float(np.mean(normal_cdf(better / err_seeds)))
     else:
         p = float(np.mean(better > 0) + 0.5 * np.mean(better == 0)) if d.size else math.nan

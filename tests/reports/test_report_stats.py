@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from reports import _stats
+from reports import _lead, _stats
 from trainables.physics import weighted_quantile
 
 # 5 events, two classifiers: 1 = the event was classified right. A is right on 4, B on 2; they share event 0.
@@ -117,6 +117,18 @@ def test_a_missing_logged_error_leaves_the_difference_unknown_not_certain(err_a,
 
 def test_a_worse_trial_with_zero_error_is_certainly_not_better():
     assert _stats.unpaired_difference(0.80, 0.85, 0.0, 0.0, 1.0).p_better == 0.0
+
+
+def test_replicas_without_a_logged_seed_error_leave_the_paired_difference_unknown():
+    rng = np.random.default_rng(5)
+    fa, fb = 0.80 + rng.normal(0, 0.01, 2000), 0.75 + rng.normal(0, 0.01, 2000)
+    d = _stats.paired_difference(fa, fb, 0.05, 1.0, err_seeds=math.nan)
+    assert math.isnan(d.err) and math.isnan(d.p_better)  # not P = 1 from the events alone
+    one_seed = _lead.Finalist(None, 0.8, 0.8, 0.01, seeds=1, seed_std=None, seed_err=None)
+    replicas = _lead.Finalist(None, 0.8, 0.8, 0.01, seeds=3, seed_std=None, seed_err=None)
+    logged = _lead.Finalist(None, 0.8, 0.8, 0.01, seeds=3, seed_std=0.02, seed_err=0.012)
+    assert _lead.seed_term(one_seed) == 0.0 and _lead.seed_term(logged) == 0.012
+    assert math.isnan(_lead.seed_term(replicas))
 
 
 @pytest.mark.parametrize("seed", range(6))
