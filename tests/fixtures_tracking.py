@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,20 @@ class Store:
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    @contextlib.contextmanager
+    def locked_for(self, seconds: float):
+        """Another process holds MLflow's sqlite store in an exclusive transaction for ``seconds`` (MLflow waits up
+        to 20 s for a lock, so a shorter hold delays its calls instead of failing them)."""
+        holder = sqlite3.connect(self.uri[len("sqlite:///"):], isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")
+        release = threading.Timer(seconds, lambda: holder.execute("ROLLBACK"))
+        release.start()
+        try:
+            yield
+        finally:
+            release.join()
+            holder.close()
 
     def queued_ops(self) -> int:
         """What the journal still holds, read as any other process would."""

@@ -116,17 +116,12 @@ def test_close_does_not_pull_the_journal_from_under_a_busy_thread(sqlite_store, 
     thread_errors = []
     monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
 
-    holder = sqlite3.connect(sqlite_store.uri[len("sqlite:///"):], isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(17.0, lambda: holder.execute("ROLLBACK"))  # MLflow waits up to 20 s for a lock
-    release.start()
-    writer.log_metrics("t1", {"val/loss": 0.5}, step=1)
-    writer.close(timeout_s=1)
-    release.join()
-    for thread in threading.enumerate():
-        if thread.name == "mlflow-writer":
-            thread.join(30)
-    holder.close()
+    with sqlite_store.locked_for(17.0):
+        writer.log_metrics("t1", {"val/loss": 0.5}, step=1)
+        writer.close(timeout_s=1)
+        for thread in threading.enumerate():
+            if thread.name == "mlflow-writer":
+                thread.join(30)
 
     assert thread_errors == []
     assert sqlite_store.queued_ops() == 0
@@ -137,14 +132,9 @@ def test_ending_runs_directly_first_lets_a_queued_start_through(sqlite_store):
     """A full disk ends the runs straight through MLflow. A trial whose start is still queued (MLflow's store is
     busy for a moment) must be created before that, and so ended FAILED, not created afterwards and left RUNNING."""
     writer = sqlite_store.writer()
-    holder = sqlite3.connect(sqlite_store.uri[len("sqlite:///"):], isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(2.0, lambda: holder.execute("ROLLBACK"))  # MLflow waits up to 20 s for a lock
-    release.start()
-    sqlite_store.start_trial(writer)
-    assert writer.end_runs_directly("no space left on device under scans/x", flush_s=30) == []
-    release.join()
-    holder.close()
+    with sqlite_store.locked_for(2.0):
+        sqlite_store.start_trial(writer)
+        assert writer.end_runs_directly("no space left on device under scans/x", flush_s=30) == []
     writer.close(0.0, say=False)
     runs = sqlite_store.client.search_runs([sqlite_store.experiment_id])
     assert [(r.info.status, r.data.tags["scan.failure"]) for r in runs] == [
