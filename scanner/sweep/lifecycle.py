@@ -290,7 +290,7 @@ def fail_unfinished(life: Life) -> None:
     try:
         end_unfinished(life.driver, life.writer, interrupted=False)
     except JournalFull:
-        life.writer.end_runs_directly("the sweep's driver failed; its journal is full", NO_SPACE_FLUSH_S)
+        end_runs_directly(life, "the sweep's driver failed; its journal is full")
 
 
 def no_space(life: Life) -> SweepFailed:
@@ -300,13 +300,19 @@ def no_space(life: Life) -> SweepFailed:
     folder = life.sweep.folder
     unreached = []
     if life.writer is not None:
-        unreached = life.writer.end_runs_directly(f"no space left on device under {folder}", NO_SPACE_FLUSH_S)
+        unreached = end_runs_directly(life, f"no space left on device under {folder}")
         # no second wait: a run whose start MLflow takes only now would stay RUNNING; the resume writes the rest
         life.writer.close(0.0, say=False)  # the line below says what the journal keeps
         life.writer = None
     tail = f" ({len(unreached)} run(s) could not be ended: MLflow's store is full too)" if unreached else ""
     return SweepFailed(f"no space left on device under {folder}: the sweep stopped; its journal keeps what MLflow "
                        f"has not taken yet{tail}; free some space, then 'scanner resume {life.sweep.name}'")
+
+
+def end_runs_directly(life: Life, why: str) -> list[str]:
+    """The writer's ``end_runs_directly`` for this sweep: its runs are the ones tagged with its instance."""
+    experiment_id = life.driver.info.experiment_id if life.driver is not None else None
+    return life.writer.end_runs_directly(why, NO_SPACE_FLUSH_S, experiment_id, {Tag.INSTANCE: life.sweep.instance})
 
 
 def interrupted(life: Life, space_path: str) -> Interrupted:

@@ -38,6 +38,7 @@ from scanner.tracking.faults import WriterFailed, disk_full, reason, transient
 from scanner.tracking.http_env import hold_fail_fast, release_fail_fast
 from scanner.tracking.journal import Dropped, Journal, JournalFull
 from scanner.tracking.replay import Replay, input_body, remove_spooled
+from scanner.tracking.store import find_runs_by_tag
 from trainables.contract import Artifact, Status, Tag, tag_value
 from trainables.files import atomic_write_text
 
@@ -199,15 +200,24 @@ class MlflowWriter:
         self._raise_failure()
         return self._closed
 
-    def end_runs_directly(self, why: str, flush_s: float) -> list[str]:
+    def end_runs_directly(self, why: str, flush_s: float, experiment_id: str | None = None,
+                          find_by: Mapping[str, str] | None = None) -> list[str]:
         """The journal cannot take another record (a full disk): end the runs it started FAILED straight through
         MLflow, so that none stays RUNNING. The queue is flushed first (at most ``flush_s``): a run whose start was
-        still queued would otherwise be created after this and stay RUNNING. What the journal still holds is
-        written by the next writer (``scanner resume``). Returns the runs it could not reach (MLflow's own store
-        may be full too)."""
+        still queued would otherwise be created after this and stay RUNNING. A run MLflow created but whose id the
+        full journal could not record is found by ``find_by`` (the tags all of this writer's runs carry, e.g. the
+        sweep instance) in ``experiment_id``. What the journal still holds is written by the next writer
+        (``scanner resume``). Returns the runs it could not reach (MLflow's own store may be full too)."""
         self._wait_empty(flush_s)
+        runs = {run_id: run_key for run_key, run_id in self.run_ids().items()}
         unreached = []
-        for run_key, run_id in self.run_ids().items():
+        if experiment_id is not None and find_by:
+            try:
+                for run in find_runs_by_tag(self.client, experiment_id, find_by):
+                    runs.setdefault(run.info.run_id, f"run:{run.info.run_id}")
+            except MlflowException as exc:
+                unreached.append(f"runs tagged {dict(find_by)}: {reason(exc)}")
+        for run_id, run_key in runs.items():
             try:
                 if self.client.get_run(run_id).info.status != "RUNNING":
                     continue

@@ -139,3 +139,21 @@ def test_ending_runs_directly_first_lets_a_queued_start_through(sqlite_store):
     runs = sqlite_store.client.search_runs([sqlite_store.experiment_id])
     assert [(r.info.status, r.data.tags["scan.failure"]) for r in runs] == [
         ("FAILED", "no space left on device under scans/x")]
+
+
+def test_ending_runs_directly_finds_a_run_the_full_journal_could_not_record(sqlite_store):
+    """On a full disk the writer can create a run in MLflow and then fail to write its id into the journal: that
+    run is found by the sweep's instance tag and ended FAILED too; a run of another instance is left alone."""
+    writer = sqlite_store.writer()
+    sqlite_store.start_trial(writer, "t1", **{"scan.instance": "i1"})
+    assert writer.flush(30)
+    client, experiment = sqlite_store.client, sqlite_store.experiment_id
+    client.create_run(experiment, tags={"scan.instance": "i1", "scan.trial_id": "t2"})  # its id is not in the journal
+    other = client.create_run(experiment, tags={"scan.instance": "i0", "scan.trial_id": "t9"}).info.run_id
+    why = "no space left on device under scans/x"
+    assert writer.end_runs_directly(why, 30, experiment, {"scan.instance": "i1"}) == []
+    writer.close(0.0, say=False)
+    ended = {r.data.tags["scan.trial_id"]: (r.info.status, r.data.tags.get("scan.failure"))
+             for r in client.search_runs([experiment])}
+    assert ended == {"t1": ("FAILED", why), "t2": ("FAILED", why), "t9": ("RUNNING", None)}
+    assert client.get_run(other).info.status == "RUNNING"
