@@ -20,6 +20,7 @@ from scanner.sweep.progress import ProgressLine
 from scanner.sweep.results import REPLICA_KEY
 from scanner.sweep.setup import Sweep
 from scanner.sweep.states import TrialState
+from scanner.sweep.tune_state import StateKeeper
 from scanner.sweep.tuner import fit_restored, trainable
 from scanner.tracking import MlflowWriter
 from trainables.config import derived_seed
@@ -54,8 +55,8 @@ def fit_replicas(sweep: Sweep, driver: SweepDriver, specs: list[dict]) -> Result
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=sweep.space.resources.concurrent,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=EXPERIMENT_DIR, storage_path=str(sweep.folder / "ray"), callbacks=[driver], verbose=0,
-            log_to_file=True, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: evaluated
+            name=EXPERIMENT_DIR, storage_path=str(sweep.folder / "ray"), callbacks=[driver, StateKeeper(path)],
+            verbose=0, log_to_file=True, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: evaluated
             failure_config=tune.FailureConfig(max_failures=sweep.space.budget.max_failures),
         ),
     ).fit()

@@ -16,6 +16,7 @@ from scanner.sweep.scheduler import make_scheduler
 from scanner.sweep.searcher import make_searcher
 from scanner.sweep.setup import EXPERIMENT_DIR, Sweep, optuna_url
 from scanner.sweep.trial import CHECKPOINT_GLOB, SweepContext, run_trial
+from scanner.sweep.tune_state import StateKeeper, put_back_if_damaged
 from scanner.tracking import JournalRunIds
 
 
@@ -41,7 +42,7 @@ def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
             storage_path=str(sweep.folder / "ray"),
-            callbacks=[driver],
+            callbacks=[driver, StateKeeper(sweep.experiment_path)],
             verbose=0,  # the driver prints one line per change instead of Tune's tables
             log_to_file=True,  # each trial's stdout/stderr in its folder: a checkpoint fallback says so there
             checkpoint_config=tune.CheckpointConfig(
@@ -56,10 +57,12 @@ def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
 
 def fit_restored(path: Path, sweep: Sweep, driver: SweepDriver) -> ResultGrid:
     """Go on from Tune's own snapshot at ``path`` (with the searcher's state); a live driver replaces the one pickled
-    in tuner.pkl. Errored trials are resumed too (a full disk, an interrupted worker)."""
+    in tuner.pkl. Errored trials are resumed too (a full disk, an interrupted worker). State files a full disk
+    truncated are replaced by the last whole copy first."""
+    put_back_if_damaged(path)
     with stand_ins_for_deleted_checkpoints(path):
         tuner = tune.Tuner.restore(str(path), trainable=trainable(sweep, driver.info.data_hash), resume_errored=True)
-        set_restored_callbacks(tuner, [driver])
+        set_restored_callbacks(tuner, [driver, StateKeeper(path)])
         return tuner.fit()
 
 
