@@ -222,5 +222,5 @@ def error_text(error_file: str | None) -> str:
         text = Path(error_file).read_text() if error_file else ""
     except OSError:
         text = ""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    lines = [ln for ln in text.strip().splitlines() if ln.strip(" ^~")]  # not Python's column markers
     return "\n".join(lines[-3:]) or DEAD_WORKER

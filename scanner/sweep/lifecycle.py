@@ -29,12 +29,13 @@ from scanner.sweep import finals
 from scanner.sweep.driver import SweepDriver, SweepStopped
 from scanner.sweep.progress import ProgressLine
 from scanner.sweep.searcher import StudyHandle
-from scanner.sweep.replicas import log_seed_aggregates, train_replicas
+from scanner.sweep.replicas import experiment_path as replicas_path, log_seed_aggregates, train_replicas
 from scanner.sweep.settle import close_leftovers, end_unfinished, fail_unfinished_study_trials, settle_from_grid
 from scanner.sweep.setup import (PHASE_DONE, PHASE_FINALS, PHASE_REPLICAS, PHASE_TEXT, Sweep, create_folder,
                                  load_sweep_folder, mark_phase, optuna_url, prepare, store_lock)
 from scanner.sweep.states import SweepInfo, TrialState
 from scanner.sweep.tuner import fit_restored, new_tuner, resumable
+from scanner.sweep.tune_state import put_back_if_damaged
 from scanner.tracking.dataset import dataset_input
 from scanner.tracking.faults import disk_full
 from scanner.tracking import (PARENT_KEY, JournalFull, MlflowWriter, check_reachable, ensure_experiment, git_sha,
@@ -123,6 +124,8 @@ def resume_sweep(name: str, tracking_uri: str | None = None, quiet: bool = False
     if tracking_uri and tracking_uri != sweep.tracking_uri and not quiet:
         print(f"scanner resume: using the sweep's own tracking URI {sweep.tracking_uri}", file=sys.stderr)
     check_reachable(sweep.tracking_uri)
+    for experiment in (sweep.experiment_path, replicas_path(sweep)):  # damaged state: one line, nothing started
+        put_back_if_damaged(experiment)
     if not quiet:
         print(f"scanner resume: {name} was interrupted {PHASE_TEXT[sweep.phase]}; going on from there", flush=True)
     return live(sweep, restore=resumable(sweep), quiet=quiet, space_path=str(sweep.space.source_path))

@@ -25,9 +25,12 @@ from trainables.files import DISK_FULL, atomic_output
 STATE_SUFFIXES = (".json", ".pkl")  # what Tune restores from: its own sync down takes the same files
 PICKLE_PROTO = b"\x80"
 CHECK_EVERY_S = 1.0  # Tune copies its few small state files in milliseconds; a set unchanged this long is complete
+SETTLE_S = 0.2  # the same at the end of the experiment, where nobody should wait a second
 
 
 def state_files(experiment: Path) -> dict[str, Path]:
+    if not experiment.is_dir():  # not started yet (the replicas' experiment before the finals)
+        return {}
     return {p.name: p for p in sorted(experiment.iterdir()) if p.suffix in STATE_SUFFIXES and p.is_file()}
 
 
@@ -82,8 +85,9 @@ class StateKeeper(Callback):
     """Keeps the kept copy current while Tune runs: a set of files unchanged since the previous look (at least
     ``CHECK_EVERY_S`` ago) is not being copied right now, so it is one snapshot, not half of two."""
 
-    def __init__(self, experiment: Path, clock: Callable[[], float] = time.monotonic):
-        self.experiment, self.clock = Path(experiment), clock
+    def __init__(self, experiment: Path, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.experiment, self.clock, self.sleep = Path(experiment), clock, sleep
         self.next_look = 0.0
         self.seen: dict[str, tuple[int, int]] = {}
         self.kept: dict[str, tuple[int, int]] = {}
@@ -97,6 +101,16 @@ class StateKeeper(Callback):
         if now_seen and now_seen == self.seen and now_seen != self.kept and keep(self.experiment):
             self.kept = now_seen
         self.seen = now_seen
+
+    def on_experiment_end(self, trials, **info):
+        """Tune has just written its final state (and waited for the copy) unless the fit failed: keep it once it
+        stays unchanged for a moment, so that a copy still under way is never taken."""
+        if not self.experiment.is_dir():
+            return
+        before = stamps(state_files(self.experiment))
+        self.sleep(SETTLE_S)
+        if before and stamps(state_files(self.experiment)) == before and keep(self.experiment):
+            self.kept = before
 
 
 def stamps(files: dict[str, Path]) -> dict[str, tuple[int, int]]:

@@ -3,7 +3,7 @@ trial fails alike, and the last line of a sweep."""
 
 from __future__ import annotations
 
-from scanner.sweep.driver import last_line, same_failure
+from scanner.sweep.driver import error_text, last_line, same_failure
 from scanner.sweep.finals import summary_line
 from scanner.sweep.progress import ProgressLine
 from scanner.sweep.standings import counts, leader, ranked_trials
@@ -41,6 +41,15 @@ def test_the_same_failure_of_the_first_trials_stops_the_sweep():
     assert same_failure(first[:2] + [state(2, "failed", failure="ValueError: other")]) is None
     assert same_failure(first[:2] + [state(2, "completed", value=0.3)]) is None
     assert last_line("a\n\nb\n") == "b" and last_line(None) == ""
+
+
+def test_a_failure_keeps_the_traceback_lines_that_say_why_not_its_column_markers(tmp_path):
+    error_file = tmp_path / "error.txt"
+    error_file.write_text('Traceback (most recent call last):\n  File "x.py", line 3, in copy\n'
+                          '    return f.write(view)\n           ^^^^^^^^^^^^^\n'
+                          "OSError: [Errno 28] No space left on device\n")
+    assert error_text(str(error_file)).splitlines() == [
+        '  File "x.py", line 3, in copy', "    return f.write(view)", "OSError: [Errno 28] No space left on device"]
 
 
 def test_the_last_line_names_the_leader_its_value_and_the_report():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import zipfile
 
 import optuna
 import pytest
@@ -146,6 +148,31 @@ def test_scan_folder_and_optuna_study(tiny_sweep):
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tiny_sweep.folder / 'scans' / 'optuna.db'}")
     assert len(study.trials) == 3  # the searched trials; the baseline is the reference, not a sample
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+
+
+def test_the_sweep_keeps_a_whole_copy_of_tunes_state_naming_every_trial(runs, tiny_sweep):
+    _, _, children = runs
+    with zipfile.ZipFile(tiny_sweep.folder / "scans" / "tiny" / "ray" / "tune-state.zip") as bundle:
+        names = bundle.namelist()
+        state = json.loads(bundle.read(max(n for n in names if n.startswith("experiment_state-"))))
+    assert "tuner.pkl" in names and any(n.startswith("searcher-state-") for n in names)
+    kept_ids = {json.loads(trial[0])["trial_id"] for trial in state["trial_data"]}
+    searched = {c.data.tags["scan.trial_id"] for c in children if "scan.replica_of" not in c.data.tags}
+    assert kept_ids == searched and len(kept_ids) == 4
+
+
+def test_resume_with_damaged_tune_state_and_no_copy_is_one_line_and_touches_nothing(tiny_sweep, tmp_path,
+                                                                                    monkeypatch, capsys):
+    shutil.copytree(tiny_sweep.folder / "scans", tmp_path / "scans", ignore=shutil.ignore_patterns("*.zip"))
+    experiment = tmp_path / "scans" / "tiny" / "ray" / "tune"
+    state = max(experiment.glob("experiment_state-*.json"))
+    state.write_bytes(state.read_bytes()[:1000])  # the disk filled while Tune wrote it
+    before = sorted(p.name for p in experiment.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["resume", "tiny", "--tracking-uri", tiny_sweep.tracking_uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and state.name in err[0] and f"delete {tmp_path / 'scans' / 'tiny'}" in err[0], err
+    assert sorted(p.name for p in experiment.iterdir()) == before and len(state.read_bytes()) == 1000
 
 
 def test_second_run_of_the_same_name_exits_2(tiny_sweep, monkeypatch, capsys):

@@ -136,3 +136,20 @@ def test_on_a_full_disk_the_older_whole_copy_stays(tmp_path):
         with zipfile.ZipFile(kept_copy(experiment)) as bundle:
             assert json.loads(bundle.read("experiment_state-2026-12-02_10-00-00.json"))["trial_data"] == [0, 1, 2]
         assert [p.name for p in experiment.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_at_the_end_the_keeper_takes_tunes_final_state_unless_it_is_still_being_copied(tmp_path):
+    experiment = tune_files(tmp_path / "tune")
+    state = experiment / "experiment_state-2026-12-02_10-00-00.json"
+
+    def copy_under_way(seconds):
+        state.write_text(json.dumps({"trial_data": [0, 1, 2, 3]}))
+        os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 10**9))
+
+    StateKeeper(experiment, sleep=copy_under_way).on_experiment_end([])
+    assert not kept_copy(experiment).exists()
+    slept = []
+    StateKeeper(experiment, sleep=slept.append).on_experiment_end([])
+    with zipfile.ZipFile(kept_copy(experiment)) as bundle:
+        assert json.loads(bundle.read(state.name))["trial_data"] == [0, 1, 2, 3]
+    assert slept and slept[0] < 1
