@@ -72,7 +72,7 @@ def keep(experiment: Path) -> bool:
                     bundle.write(path, name)
             if stamps(files) != before:
                 raise _Changed
-    except _Changed:
+    except (_Changed, FileNotFoundError):  # Tune rewrote or removed a file meanwhile: the next look takes it
         return False
     except OSError as exc:
         if exc.errno in DISK_FULL:

@@ -16,7 +16,7 @@ from scanner.sweep.scheduler import make_scheduler
 from scanner.sweep.searcher import make_searcher
 from scanner.sweep.setup import EXPERIMENT_DIR, Sweep, optuna_url
 from scanner.sweep.trial import CHECKPOINT_GLOB, SweepContext, run_trial
-from scanner.sweep.tune_state import StateKeeper, put_back_if_damaged
+from scanner.sweep.tune_state import StateKeeper
 from scanner.tracking import JournalRunIds
 
 
@@ -57,9 +57,8 @@ def new_tuner(sweep: Sweep, driver: SweepDriver) -> tune.Tuner:
 
 def fit_restored(path: Path, sweep: Sweep, driver: SweepDriver) -> ResultGrid:
     """Go on from Tune's own snapshot at ``path`` (with the searcher's state); a live driver replaces the one pickled
-    in tuner.pkl. Errored trials are resumed too (a full disk, an interrupted worker). State files a full disk
-    truncated are replaced by the last whole copy first."""
-    put_back_if_damaged(path)
+    in tuner.pkl. Errored trials are resumed too (a full disk, an interrupted worker). ``scanner resume`` has already
+    put back the last whole copy of state files a full disk truncated."""
     with stand_ins_for_deleted_checkpoints(path):
         tuner = tune.Tuner.restore(str(path), trainable=trainable(sweep, driver.info.data_hash), resume_errored=True)
         set_restored_callbacks(tuner, [driver, StateKeeper(path)])
