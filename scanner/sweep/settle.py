@@ -80,10 +80,12 @@ def _best_checkpoint(result) -> str | None:
 
 def close_leftovers(writer: MlflowWriter, experiment_id: str, instance: str, known_trial_ids: set[str],
                     replicas: bool = False) -> None:
-    """Runs of this instance that Tune's snapshot never saw end KILLED, whether the driver was killed (RUNNING) or
-    ended them itself before the snapshot was written (FAILED: a full disk); their failure goes to
-    ``scan.failure_history``. Runs that recovered keep their earlier failure there too. ``replicas`` picks the seed
-    replicas' runs (their own Tune experiment) instead of the search's."""
+    """Runs of this instance that Tune's snapshot never saw end KILLED, whatever their state: the driver was killed
+    (RUNNING), ended them itself before the snapshot was written (FAILED: a full disk), or they even finished
+    (FINISHED: Tune writes its state every few seconds, and a full disk can leave only an older copy). Tune searches
+    those trials again, so each trial keeps one live run. Their failure goes to ``scan.failure_history``, and so does
+    the earlier failure of runs that recovered. ``replicas`` picks the seed replicas' runs (their own Tune
+    experiment) instead of the search's."""
     try:
         runs = find_runs_by_tag(writer.client, experiment_id, {Tag.INSTANCE: instance})
     except MlflowException as exc:  # MLflow away at the very end: the next resume tidies up
@@ -95,7 +97,7 @@ def close_leftovers(writer: MlflowWriter, experiment_id: str, instance: str, kno
         if not trial_id or (Tag.REPLICA_OF in tags) != replicas:
             continue
         key = f"run:{run.info.run_id}"
-        if trial_id not in known_trial_ids and run.info.status in ("RUNNING", "FAILED"):
+        if trial_id not in known_trial_ids and tags.get(Tag.FAILURE) != ORPHAN:  # an orphan is closed once
             writer.use_run(key, run.info.run_id)
             writer.set_tags(key, {Tag.STATUS: Status.FAILED, Tag.FAILURE: ORPHAN, **_history(tags)})
             writer.end_run(key, "KILLED")
