@@ -22,7 +22,7 @@ from reports._gc import paused_gc
 from reports._mlflow_compat import latest_steps, open_client, quiet_mlflow
 from reports._space import SpaceInfo, fetch_space_info
 from reports.errors import ReportInputError
-from trainables.contract import PARENT_ROLE, UI_PORT, Status, Tag, metric_key
+from trainables.contract import PARENT_ROLE, SEEDS_N, TEST, UI_PORT, Status, Tag, metric_key
 
 PAGE_SIZE = 1000  # MLflow's maximum page for search_runs; a 1,000-trial sweep is one page
 LOCAL_UI_URL = f"http://127.0.0.1:{UI_PORT}"
@@ -106,7 +106,7 @@ class Trial:
 
     def test_value(self, name: str) -> float | None:
         """The held-out test figure logged once after the sweep (``val/x`` -> ``test/x``)."""
-        return self.split_value("test", name)
+        return self.split_value(TEST, name)
 
     def split_value(self, prefix: str, name: str) -> float | None:
         """``val/x`` read as ``<prefix>/x``: ``test``, ``seeds/test``, ``syst/<label>``, ``seeds/syst/<label>``."""
@@ -117,7 +117,7 @@ class Trial:
     @property
     def seeds(self) -> int:
         """How many seeds ``seeds/test/...`` averages (1: no replicas)."""
-        n = self.metrics.get("seeds/n")
+        n = self.metrics.get(SEEDS_N)
         return int(n) if n is not None and math.isfinite(n) else 1
 
 

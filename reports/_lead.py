@@ -21,7 +21,7 @@ from reports._detail import Predictions
 from reports._plots_lead import lead_plot
 from reports._rank import Ranking, Row, short_id
 from reports._render import Cell, Section, Table, fmt, fmt_delta, fmt_err, tie_text
-from trainables.contract import is_fraction, metric_key
+from trainables.contract import SEEDS_TEST, is_fraction, metric_key
 from trainables.physics import RESOLUTION_Q
 
 
@@ -109,11 +109,11 @@ def _subset(p: Predictions, rows: np.ndarray) -> Predictions:
 
 def _finalist(ranking: Ranking, row: Row) -> Finalist:
     t, metric = row.trial, ranking.sweep.objective
-    mean = t.split_value("seeds/test", metric)
+    mean = t.split_value(SEEDS_TEST, metric)
     seeds = t.seeds if mean is not None else 1
     return Finalist(row, mean if seeds > 1 else t.test_value(metric), t.test_value(metric),
-                    t.test_value(metric + "_err"), seeds, t.split_value("seeds/test", metric + "_std") if seeds > 1
-                    else None, t.split_value("seeds/test", metric + "_err") if seeds > 1 else None)
+                    t.test_value(metric + "_err"), seeds, t.split_value(SEEDS_TEST, metric + "_std") if seeds > 1
+                    else None, t.split_value(SEEDS_TEST, metric + "_err") if seeds > 1 else None)
 
 
 def analyse_lead(ranking: Ranking, predictions: dict[str, Predictions]) -> LeadAnalysis | None:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from reports._fetch import SweepRuns, Trial
 from reports._stats import quadrature, within
-from trainables.contract import Status, is_fraction, metric_key
+from trainables.contract import SEEDS_TEST, Status, is_fraction, metric_key
 
 
 @dataclass(eq=False)  # rows are compared by identity: a field-wise == of two trials' metrics is slow and meaningless
@@ -106,7 +106,7 @@ def varied_params(sweep: SweepRuns) -> list[str]:
 
 def pooled_seed_sigma(sweep: SweepRuns) -> float:
     """Root mean square of the finalists' seed spreads of the objective (``seeds/test/<m>_std``); 0 without."""
-    stds = [t.split_value("seeds/test", sweep.objective + "_std") for t in sweep.trials]
+    stds = [t.split_value(SEEDS_TEST, sweep.objective + "_std") for t in sweep.trials]
     stds = [s for s in stds if s is not None and math.isfinite(s)]
     return math.sqrt(sum(s * s for s in stds) / len(stds)) if stds else 0.0
 
@@ -119,7 +119,7 @@ def rank(sweep: SweepRuns, at: str = "best") -> Ranking:
     pooled = pooled_seed_sigma(sweep)
     rows = []
     for t in sweep.trials:
-        own = t.split_value("seeds/test", sweep.objective + "_std")
+        own = t.split_value(SEEDS_TEST, sweep.objective + "_std")
         seed_sigma = own if own is not None and math.isfinite(own) else pooled
         rows.append(Row(None, t, t.value(sweep.objective, at), err_of(t, sweep.objective, at), seed_sigma))
     scored, unscored = [], []

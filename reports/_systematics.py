@@ -19,8 +19,7 @@ from reports._plots_lead import systematics_plot
 from reports._rank import Ranking, Row
 from reports._render import UNKNOWN, Cell, Section, Table, fmt, fmt_delta
 from reports._stats import kendall_tau, quadrature
-
-SYST_PREFIX = "syst/"
+from trainables.contract import SEEDS, SEEDS_TEST, SYST, syst_prefix
 
 
 @dataclass
@@ -53,22 +52,22 @@ def variant_labels(rows: list[Row]) -> list[str]:
     labels: dict[str, None] = {}
     for r in rows:
         for key in r.trial.metrics:
-            if key.startswith(SYST_PREFIX) and key.count("/") >= 2:
+            if key.startswith(f"{SYST}/") and key.count("/") >= 2:
                 labels.setdefault(key.split("/")[1], None)
     return list(labels)
 
 
 def _shift(row: Row, label: str, name: str) -> Shift | None:
     t = row.trial
-    seeds_variant = t.split_value(f"seeds/syst/{label}", name)
-    seeds_nominal = t.split_value("seeds/test", name)
+    seeds_variant = t.split_value(f"{SEEDS}/{syst_prefix(label)}", name)
+    seeds_nominal = t.split_value(SEEDS_TEST, name)
     if seeds_variant is not None and seeds_nominal is not None:
         nominal, variant, seeds = seeds_nominal, seeds_variant, True
     else:
-        nominal, variant, seeds = t.test_value(name), t.split_value(f"syst/{label}", name), False
+        nominal, variant, seeds = t.test_value(name), t.split_value(syst_prefix(label), name), False
     if nominal is None or variant is None or not (math.isfinite(nominal) and math.isfinite(variant)):
         return None
-    e_nom, e_var = t.test_value(name + "_err"), t.split_value(f"syst/{label}", name + "_err")
+    e_nom, e_var = t.test_value(name + "_err"), t.split_value(syst_prefix(label), name + "_err")
     return Shift(nominal, variant, quadrature(e_nom, e_var), seeds)
 
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-SEEDS_N = "seeds/n"  # how many runs (the original and its replicas) an aggregate is over
+from trainables.contract import SEEDS_N
 
 
 def seed_aggregate(per_seed: list[dict[str, float]], prefix: str) -> dict[str, float]:

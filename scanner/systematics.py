@@ -27,12 +27,12 @@ from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
 from reports import load_sweep
-from scanner.seeds import SEEDS_N, seed_aggregate
+from scanner.seeds import seed_aggregate
 from scanner.targets import checkpoint_of, resolve_run
-from scanner.tracking import MAX_BATCH_METRICS, checkpoint_artifact_files
+from scanner.tracking import MAX_BATCH_METRICS, checkpoint_artifact_files, search_all
 from trainables.checkpoint import load_state
 from trainables.config import DataConfig
-from trainables.contract import Artifact, Status, Tag
+from trainables.contract import SEEDS, SEEDS_N, SEEDS_TEST, Artifact, Status, Tag, syst_prefix
 from trainables.errors import BadInput
 from trainables.variants import (
     TrainedOn,
@@ -46,12 +46,7 @@ from trainables.variants import (
 )
 
 FINALS_OF = "finals-of:"
-SEARCH_PAGE = 1000  # MLflow's largest search_runs page
 HEADLINE = {"classification": "accuracy", "regression": "resolution68_deg"}  # the figure the shift table shows
-
-
-def syst_prefix(label: str) -> str:
-    return f"syst/{label}/"
 
 
 # --------------------------------------------------------------------------------------------- which runs
@@ -65,16 +60,6 @@ def target_runs(target: str, tracking_uri: str, client: MlflowClient) -> list[Ru
     return [client.get_run(resolve_run(target, tracking_uri).run_id)]
 
 
-def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=SEARCH_PAGE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def finals_of(sweep_name: str, tracking_uri: str, client: MlflowClient, shown: str) -> list[Run]:
     sweep = load_sweep(sweep_name, tracking_uri)  # the latest instance, as the report picks it
     if sweep.parent_run_id is None:
@@ -83,7 +68,7 @@ def finals_of(sweep_name: str, tracking_uri: str, client: MlflowClient, shown: s
     parent = f"tags.`{Tag.PARENT_RUN_ID}` = '{sweep.parent_run_id}'"
     found: dict[str, Run] = {}
     for clause in (f"tags.`{Tag.FINAL}` = 'true'", f"tags.`{Tag.BASELINE}` = 'true'", f"tags.`{Tag.REPLICA_OF}` LIKE '%'"):
-        found.update((r.info.run_id, r) for r in _search(client, sweep.experiment_id, f"{parent} and {clause}"))
+        found.update((r.info.run_id, r) for r in search_all(client, sweep.experiment_id, f"{parent} and {clause}"))
     runs = []
     for run in found.values():
         status = run.data.tags.get(Tag.STATUS)
@@ -249,7 +234,7 @@ def seed_aggregates(results: list[Result]) -> dict[tuple[str, str], dict[str, fl
     for (trial, label), members in groups.items():
         if len(members) < 2:
             continue
-        aggregate = seed_aggregate([m.metrics for m in members], "seeds/" + syst_prefix(label))
+        aggregate = seed_aggregate([m.metrics for m in members], f"{SEEDS}/{syst_prefix(label)}/")
         aggregate.pop(SEEDS_N)
         out[(originals[(trial, label)].job.checkpoint.run.info.run_id, label)] = aggregate
     return out
@@ -264,9 +249,9 @@ def log_results(client: MlflowClient, results: list[Result], aggregates: dict[tu
     epochs = {r.job.checkpoint.run.info.run_id: r.job.checkpoint.epoch for r in results}
     for r in results:
         run_id = r.job.checkpoint.run.info.run_id
-        _log_metrics(client, run_id, {syst_prefix(r.job.label) + k: v for k, v in r.metrics.items()}, epochs[run_id])
+        _log_metrics(client, run_id, {f"{syst_prefix(r.job.label)}/{k}": v for k, v in r.metrics.items()}, epochs[run_id])
         for path in r.artifacts:
-            client.log_artifact(run_id, str(path), syst_prefix(r.job.label).rstrip("/"))
+            client.log_artifact(run_id, str(path), syst_prefix(r.job.label))
     for (run_id, _label), metrics in aggregates.items():
         _log_metrics(client, run_id, metrics, epochs[run_id])
 
@@ -301,10 +286,10 @@ def shift_table(results: list[Result], aggregates: dict[tuple[str, str], dict[st
         ck = by_run[run_id]
         figure, logged = HEADLINE[ck.trained.task], ck.run.data.metrics
         seeds = 1 + sum(r.job.label == label and r.job.checkpoint.replica_of == ck.trial_id for r in results)
-        mean_nominal, mean = logged.get(f"seeds/test/{figure}"), aggregate.get(f"seeds/{syst_prefix(label)}{figure}")
+        mean_nominal, mean = logged.get(f"{SEEDS_TEST}/{figure}"), aggregate.get(f"{SEEDS}/{syst_prefix(label)}/{figure}")
         rows.append((f"{ck.short_name}: mean of {seeds} seeds (± spread)", label, figure,
-                     _value(mean_nominal, logged.get(f"seeds/test/{figure}_std")),
-                     _value(mean, aggregate.get(f"seeds/{syst_prefix(label)}{figure}_std")), _shift(mean_nominal, mean)))
+                     _value(mean_nominal, logged.get(f"{SEEDS_TEST}/{figure}_std")),
+                     _value(mean, aggregate.get(f"{SEEDS}/{syst_prefix(label)}/{figure}_std")), _shift(mean_nominal, mean)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 

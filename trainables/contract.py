@@ -155,12 +155,28 @@ SYS_GPU = (
     "sys/gpu_proc_util_pct",
 )
 COMMON = ("train/loss", "val/loss", "train/lr")
-EXPORT = ("export/max_abs_diff", "export/argmax_agreement")  # scanner export's parity check, on the exported run
+EXPORT_MAX_ABS_DIFF = "export/max_abs_diff"  # scanner export's parity check, on the exported run
+EXPORT_ARGMAX_AGREEMENT = "export/argmax_agreement"
+EXPORT = (EXPORT_MAX_ABS_DIFF, EXPORT_ARGMAX_AGREEMENT)
+SWEEP_BEST_OBJECTIVE = "sweep/best_objective"  # on the parent, so sweeps compare (not a best/ name: those rank)
 MODEL = ("model/params_total", "model/params_trainable")  # logged once, with the first epoch
 REFERENCE_SPLITS = ("val", "test")  # the parent run's ref/<split>/<name>: the trivial predictor, once per sweep
 WITH_ERRORS = ("accuracy", "efficiency", "purity", "fom", "resolution68_deg", "bias", "rms")  # they log `<name>_err`
 PER_NAME_FAMILIES = ("efficiency", "purity", "fom", "auc", "bias", "rms", "skew")  # `<family>/<class or target key>`
 FRACTIONS = ("accuracy", "efficiency", "purity", "fom", "auc")  # in [0, 1] by definition, 1 - x an error rate
+
+
+# Figures logged once, at step 0: ``<prefix>/<name>``, with ``<name>`` a ``val/`` metric's name without ``val/``.
+TEST = "test"  # the held-out test split, after the sweep
+SEEDS = "seeds"  # seeds/<prefix>/<name>: the mean over an original and its seed replicas, with _std (ddof 1), _err
+SEEDS_TEST = f"{SEEDS}/{TEST}"
+SEEDS_N = f"{SEEDS}/n"  # how many runs (the original and its replicas) the seed aggregates are over
+SYST = "syst"  # syst/<label>/<name>: a detector variant's figure (scanner evaluate --label)
+
+
+def syst_prefix(label: str) -> str:
+    """``syst/<label>``: the prefix of one detector variant's figures."""
+    return f"{SYST}/{label}"
 
 
 def metric_family(name: str) -> str:

@@ -23,6 +23,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
+from trainables.contract import EXPORT_ARGMAX_AGREEMENT, EXPORT_MAX_ABS_DIFF
 from trainables.errors import BadInput
 from trainables.files import atomic_output
 from trainables.trial_model import StoredImagesModel, TrialModel
@@ -60,9 +61,9 @@ class Parity:
         return "n/a (regression)" if self.argmax_agreement is None else f"{self.argmax_agreement:.4f}"
 
     def metrics(self) -> dict[str, float]:
-        out = {"export/max_abs_diff": self.max_abs_diff}
+        out = {EXPORT_MAX_ABS_DIFF: self.max_abs_diff}
         if self.argmax_agreement is not None:
-            out["export/argmax_agreement"] = self.argmax_agreement
+            out[EXPORT_ARGMAX_AGREEMENT] = self.argmax_agreement
         return out
 
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from scanner.cli.common import example_help
-from trainables.contract import metric_key
+from trainables.contract import metric_key, syst_prefix
 from trainables.errors import BadInput
 
 SPLITS = ("all", "train", "val", "test")
@@ -78,7 +78,7 @@ def run_evaluate(args) -> int:
         aggregates = syst.seed_aggregates(results)
         syst.log_results(client, results, aggregates)
     print("\n".join(syst.shift_table(results, aggregates)))
-    names = ", ".join(f"syst/{label}/..." for label, _ in labelled)
+    names = ", ".join(f"{syst_prefix(label)}/..." for label, _ in labelled)
     print(f"logged {names} to {len(checkpoints)} run(s) in {args.tracking_uri}; the report's Systematics section "
           "shows them (scanner report NAME)")
     return 0

@@ -17,7 +17,7 @@ from scanner.sweep.standings import leader, ranked_trials
 from scanner.sweep.states import TrialState
 from scanner.tracking import PARENT_KEY, MlflowWriter, checkpoint_artifact_files
 from search_spaces import SpaceFile
-from trainables.contract import Artifact, Status, Tag, tag_value
+from trainables.contract import SWEEP_BEST_OBJECTIVE, Artifact, Status, Tag, tag_value
 from trainables.files import atomic_write_text
 from trainables.loop import evaluate_checkpoint
 
@@ -89,7 +89,7 @@ def log_best_objective(states: list[TrialState], mode: str, writer: MlflowWriter
     searches those on trial runs)."""
     best = leader(states, mode)
     if best is not None:
-        writer.log_metrics(PARENT_KEY, {"sweep/best_objective": best.best_value}, step=0)
+        writer.log_metrics(PARENT_KEY, {SWEEP_BEST_OBJECTIVE: best.best_value}, step=0)
     return best
 
 

@@ -24,6 +24,7 @@ from scanner.sweep.tune_state import StateKeeper
 from scanner.sweep.tuner import fit_restored, trainable
 from scanner.tracking import MlflowWriter
 from trainables.config import derived_seed
+from trainables.contract import SEEDS_TEST
 
 EXPERIMENT_DIR = "replicas"  # scans/<name>/ray/replicas
 
@@ -89,4 +90,4 @@ def log_seed_aggregates(finalists: list[TrialState], replicas: list[TrialState],
         if len(per_seed) < 2:
             continue
         figures = [{k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")} for metrics in per_seed]
-        writer.log_metrics(original.trial_id, seed_aggregate(figures, "seeds/test/"), step=0)
+        writer.log_metrics(original.trial_id, seed_aggregate(figures, f"{SEEDS_TEST}/"), step=0)

@@ -154,14 +154,20 @@ def find_runs_by_tag(client: MlflowClient, experiment_id: str, tags: Mapping[str
                      page_size: int = SEARCH_PAGE) -> list[Run]:
     """Every run of one experiment whose tags match (all pages); oldest first, so the original of a duplicate wins."""
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return sorted(search_all(client, experiment_id, clauses, page_size), key=lambda r: r.info.start_time or 0)
+
+
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str, page_size: int = SEARCH_PAGE) -> list[Run]:
+    """Every run of one experiment that the filter matches, page after page (one page holds at most 1,000)."""
     runs: list[Run] = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=clauses, max_results=page_size, page_token=token)
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
+                                  page_token=token)
         runs += page
         token = page.token
         if not token:
-            return sorted(runs, key=lambda r: r.info.start_time or 0)
+            return runs
 
 
 STORE_CREATION_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables...": two INFO lines

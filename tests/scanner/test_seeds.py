@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from scanner.seeds import SEEDS_N, seed_aggregate
+from scanner.seeds import seed_aggregate
+from trainables.contract import SEEDS_N
 
 
 def test_mean_sample_std_and_error_against_numpy():
