@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from test_report_fixture_store import SPECS, Spec, make_sweep
+from fixtures_report_store import SPECS, Spec, make_sweep
 
 from reports import ReportInputError, build_report
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report_fixture_store import make_sweep
+from fixtures_report_store import make_sweep
 
 from reports import MANIFEST, ReportInputError, build_report, client_for, load_sweep, report_files
 from reports._output import write_files

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from test_report_fixture_store import SPECS, make_sweep
+from fixtures_report_store import SPECS, make_sweep
 
 from reports import (dominates, gain_over_baseline, infer_distribution, load_sweep, non_dominated, param_importance,
                      pareto_front, rank)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from fixtures_sweep import MlflowServer
-from test_report_fixture_store import SPECS, make_sweep
+from fixtures_report_store import SPECS, make_sweep
 
 from reports import build_report
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_report_fixture_store import Spec, make_sweep
+from fixtures_report_store import SPECS as FIXED
+from fixtures_report_store import Spec, make_sweep
 
 from reports import build_report, load_sweep, param_importance, rank
-from reports._sections import _ranking_figure
+from reports._sections import _ranking_figure, val_test_section
 from reports._space import space_info
 
 SPACE = """\
@@ -123,10 +124,6 @@ def test_ranking_plot_uses_short_ids_and_keeps_the_plot_area_wide(with_space):
 
 
 def test_val_test_rows_name_each_trial_once_and_differences_carry_errors(tmp_path):
-    from test_report_fixture_store import SPECS as FIXED
-
-    from reports._sections import val_test_section
-
     store = make_sweep(tmp_path)
     table = next(b for b in val_test_section(rank(load_sweep("lartpc-test", store["uri"]))).blocks
                  if not isinstance(b, str))
