@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from search_spaces._keys import bad, near_hint
+from search_spaces._keys import bad
 from search_spaces._schema import Objective, Param
 from trainables.config import DataConfig, TrialConfig
-from trainables.errors import BadInput
+from trainables.errors import BadInput, near_hint
 from trainables.contract import logged_metrics, metric_key, objective_candidates
 
 PER_CLASS = ("efficiency", "purity", "fom", "auc")  # val/<family>/<class name>

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from functools import lru_cache
 from typing import Any, Iterable, Literal, Union
 
 from trainables.config import TrialConfig
-from trainables.errors import BadInput
+from trainables.errors import BadInput, near_hint
 
 # Values a trial would fail on at its first step; checked before anything starts. (low, high, high is inclusive)
 LIMITS: dict[str, tuple[float, float, bool]] = {
@@ -34,13 +33,6 @@ POSITIVE = ("lr", "batch_size")  # zero is not a usable value for these
 
 def bad(shown: str, path: str, what: str, fix: str) -> BadInput:
     return BadInput(f"{shown}: {path}: {what}; {fix}")
-
-
-def near_hint(word: Any, known: Iterable[str]) -> str:
-    known = list(known)
-    near = difflib.get_close_matches(str(word), known, n=1, cutoff=0.6)
-    listing = ", ".join(known)
-    return f"did you mean '{near[0]}'? (known: {listing})" if near else f"use one of: {listing}"
 
 
 def reject_unknown(shown: str, where: str, values: dict, known: Iterable[str]) -> None:

@@ -18,7 +18,6 @@ from search_spaces._keys import (
     bad,
     check_trial_mapping,
     check_trial_value,
-    near_hint,
     reject_unknown,
     require_mapping,
     trial_hints,
@@ -39,7 +38,7 @@ from search_spaces._schema import (
 from search_spaces._yaml import read_yaml, scalar
 from search_spaces.samplers import SAMPLERS
 from trainables.config import OOM_POLICIES, TASKS, DataConfig
-from trainables.errors import BadInput
+from trainables.errors import BadInput, near_hint
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # becomes a folder (scans/<name>/) and an MLflow name
 DEFAULT_OBJECTIVE = {"classification": {"metric": "val/accuracy", "mode": "max"},

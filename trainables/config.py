@@ -7,12 +7,11 @@ events are and what the datasets are called; ``TrialSpec`` is everything one cal
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from trainables.errors import BadInput
+from trainables.errors import BadInput, near_hint
 
 TASKS = ("classification", "regression")
 MODES = ("scratch", "finetune", "frozen")
@@ -36,9 +35,7 @@ def _reject_unknown(cls: type, values: Mapping[str, Any], where: str) -> None:
     known = [f.name for f in fields(cls)]
     for key in values:
         if key not in known:
-            near = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(known)}"
-            raise BadInput(f"{where}: unknown key '{key}'; {hint}")
+            raise BadInput(f"{where}: unknown key '{key}'; {near_hint(key, known)}")
 
 
 # A BatchNorm's running variance after a few dozen steps of momentum 0.1 lags the weights it describes, and in eval

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 # torch's RuntimeErrors for a model that does not fit its input or its weights (the text is all torch gives us)
 SHAPE_MISMATCH_TEXTS = (
     "size mismatch",  # load_state_dict
@@ -35,6 +38,14 @@ RECURRING_TYPES: tuple[type[BaseException], ...] = (
 
 class BadInput(ValueError):
     """A user's input is wrong: a file, a key, a value. The message names the thing and the fix."""
+
+
+def near_hint(word: object, known: Iterable[str]) -> str:
+    """The fix for an unknown name: the nearest known one, or the list to pick from."""
+    known = list(known)
+    near = difflib.get_close_matches(str(word), known, n=1, cutoff=0.6)
+    listing = ", ".join(known)
+    return f"did you mean '{near[0]}'? (known: {listing})" if near else f"use one of: {listing}"
 
 
 class TrialDiverged(RuntimeError):
