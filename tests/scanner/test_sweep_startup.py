@@ -64,11 +64,13 @@ def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_ses
 
 
 def test_private_ray_runs_trials_at_normal_priority(tmp_path):
-    """Ray's own default is nice 15: every other process, the driver included, would preempt the trials."""
+    """Ray's own default is nice 15: every other process, the driver included, would preempt the trials. The
+    setting lasts only while Ray starts: the process keeps the environment it had."""
     script = (
         "import os, ray\n"
         "from scanner.cluster import ray_init\n"
         "assert ray_init(None)\n"
+        "assert 'RAY_worker_niceness' not in os.environ, 'the process did not get its environment back'\n"
         "print('NICE', ray.get(ray.remote(lambda: os.nice(0)).remote()), flush=True)\n"
         "ray.shutdown()\n"
     )
