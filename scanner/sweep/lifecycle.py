@@ -263,10 +263,7 @@ def finish(life: Life, states: list[TrialState], replicas: list[TrialState]) -> 
     for thread in life.background:  # the report needs its imports
         thread.join()
     report = finals.build_report(sweep.name, sweep.instance, sweep.tracking_uri, writer, sweep.report_dir)
-    dropped = report_dropped(writer, PARENT_KEY, sweep.folder, flush_s=FLUSH_S)
-    if dropped:
-        print(f"scanner: MLflow refused {dropped} record(s) for good; they are listed in "
-              f"{sweep.folder / Artifact.DROPPED} and counted in the parent run's {Tag.DROPPED} tag", file=sys.stderr)
+    report_dropped(writer, PARENT_KEY, sweep.folder, flush_s=FLUSH_S)
     writer.end_run(PARENT_KEY, "FINISHED")
     life.progress.say(finals.summary_line(sweep.name, states, best, space.objective.metric, report,
                                           sweep.tracking_uri))

@@ -287,8 +287,9 @@ class MlflowWriter:
 
 
 def report_dropped(writer: MlflowWriter, parent_key: str, folder: Path, flush_s: float = 60.0) -> int:
-    """What MLflow refused for good, made impossible to miss: ``dropped.txt`` in ``folder``, logged on the parent
-    run, and the count in the parent's ``scan.dropped`` tag; returns the count (0: nothing written, nothing set).
+    """What MLflow refused for good, made impossible to miss: one line on stderr, ``dropped.txt`` in ``folder``,
+    logged on the parent run, and the count in the parent's ``scan.dropped`` tag; returns the count (0: nothing
+    said, written or set).
 
     It first waits (``flush_s``) for what is queued, so that it is counted; the journal's list includes earlier
     processes' refusals (a resumed sweep reports the whole sweep)."""
@@ -301,4 +302,6 @@ def report_dropped(writer: MlflowWriter, parent_key: str, folder: Path, flush_s:
     path = atomic_write_text(Path(folder) / Artifact.DROPPED, header + "".join(d.line() + "\n" for d in dropped))
     writer.log_artifacts(parent_key, [path], "")
     writer.set_tags(parent_key, {Tag.DROPPED: str(len(dropped))})
+    print(f"scanner: MLflow refused {len(dropped)} record(s) for good; they are listed in {path} and counted in the "
+          f"parent run's {Tag.DROPPED} tag", file=sys.stderr)
     return len(dropped)

@@ -58,7 +58,7 @@ def test_a_refused_metric_name_loses_only_itself(sqlite_store):
     assert whats == ["metric val/efficiency/nue+CC=0.4 step 1", "metric val/efficiency/nue+CC=0.4 step 2"]
 
 
-def test_what_was_dropped_survives_a_resume_and_is_reported_on_the_parent(sqlite_store, tmp_path):
+def test_what_was_dropped_survives_a_resume_and_is_reported_on_the_parent(sqlite_store, tmp_path, capsys):
     first = sqlite_store.writer()
     first.start_run(tracking.PARENT_KEY, sqlite_store.experiment_id, "sweep", {"scan.role": "parent"},
                     {"scan.role": "parent"})
@@ -69,7 +69,11 @@ def test_what_was_dropped_survives_a_resume_and_is_reported_on_the_parent(sqlite
 
     again = sqlite_store.writer()  # `scanner resume`
     again.log_params("t1", {"lr": 0.3})
+    capsys.readouterr()
     assert tracking.report_dropped(again, tracking.PARENT_KEY, tmp_path) == 2
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"scanner: MLflow refused 2 record(s) for good; they are listed in {tmp_path / Artifact.DROPPED} "
+                    f"and counted in the parent run's {Tag.DROPPED} tag"]
     assert again.flush(30)
     parent_id = again.run_id(tracking.PARENT_KEY)
     assert again.close(30)
@@ -83,11 +87,12 @@ def test_what_was_dropped_survives_a_resume_and_is_reported_on_the_parent(sqlite
     assert [a.path for a in again.client.list_artifacts(parent.info.run_id)] == [Artifact.DROPPED]
 
 
-def test_nothing_dropped_writes_nothing(sqlite_store, tmp_path):
+def test_nothing_dropped_writes_nothing(sqlite_store, tmp_path, capsys):
     writer = sqlite_store.writer()
     writer.start_run(tracking.PARENT_KEY, sqlite_store.experiment_id, "sweep", {"scan.role": "parent"},
                      {"scan.role": "parent"})
     assert tracking.report_dropped(writer, tracking.PARENT_KEY, tmp_path) == 0
+    assert capsys.readouterr().err == ""
     assert writer.flush(30)
     parent = writer.client.get_run(writer.run_id(tracking.PARENT_KEY))
     assert writer.close(30)
