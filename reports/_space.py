@@ -1,8 +1,10 @@
-"""The sweep's search space, read back from the parent run's ``space.yaml`` artifact (yaml only: reports never import
-search_spaces, trainables or ray). Two things the logged params cannot say on their own:
+"""The sweep's search space, read back from the parent run's ``space.yaml`` artifact (read with yaml: reports import
+no search_spaces, torch or ray, and from trainables only its torch-free contract, physics and file helpers). Two
+things the logged params cannot say on their own:
 
-- which conditional params were inactive in a trial (``focal_gamma`` when the loss is ``ce``): MLflow holds the
-  full resolved config, so an inactive param shows its default, which must not be read as a chosen value;
+- which conditional params were inactive in a trial (``focal_gamma`` when the loss is ``ce``): stores written before
+  a trial's params became what it ran hold the full resolved config, so an inactive param shows its default there,
+  which must not be read as a chosen value;
 - which ranges were sampled log-uniform (the scatter plots use a log axis for them).
 
 Without a ``space.yaml`` (an older sweep, a store written by hand) both fall back to what the params alone give.

@@ -1,6 +1,6 @@
 """The spooled single writer: every MLflow write of a sweep goes through it.
 
-    writer = MlflowWriter("sqlite:///mlflow.db", Path("scans/demo/journal.db"))
+    writer = MlflowWriter("sqlite:///mlflow.db", Path("scans/demo/mlflow_journal.db"))
     writer.start_run(PARENT_KEY, experiment_id, "demo", tags, find_by=tags)
     writer.log_metrics(PARENT_KEY, {"sweep/best_objective": 0.91}, step=0)
     report_dropped(writer, PARENT_KEY, Path("scans/demo"))     # what MLflow refused: dropped.txt + scan.dropped
