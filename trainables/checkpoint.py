@@ -35,7 +35,7 @@ NOT_A_CHECKPOINT = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, 
 def numpy_reconstruct() -> Callable[..., np.ndarray]:
     """numpy's array unpickler, which every pickled ndarray names. It moved to ``numpy._core`` in numpy 2; this is
     the one place that reaches for it (pinned by a test)."""
-    try:
+    try:  # here, not at the top: which module holds it depends on the numpy version
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
