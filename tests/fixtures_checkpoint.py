@@ -4,11 +4,16 @@ deliberately wrong ONNX graph."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
-
+import torch
+import yaml
 from fixtures_evaluate import train_tiny
+from onnx import numpy_helper
 
 __all__ = ["hand_run", "perturbed", "tiny_checkpoint", "tiny_regression_checkpoint", "with_meta"]
 
@@ -29,8 +34,6 @@ def with_meta(checkpoint: Path, folder: Path, drop: tuple[str, ...] = (), config
               **changes) -> Path:
     """A copy of ``checkpoint``'s state.pt in ``folder`` without the entries ``drop``, whose trial config has the
     values ``config`` and whose meta has ``changes`` (None removes a key): a checkpoint of an older or a newer loop."""
-    import torch
-
     state = torch.load(Path(checkpoint) / "state.pt", weights_only=False)
     for key in drop:
         state.pop(key)
@@ -45,10 +48,6 @@ def with_meta(checkpoint: Path, folder: Path, drop: tuple[str, ...] = (), config
 def hand_run(client, experiment: str, checkpoint: Path, data_path: Path | None, tags: dict | None = None) -> str:
     """A trial run as a sweep leaves it: ``scan.checkpoint`` on the run and, when ``data_path`` is given, a parent
     run holding the sweep's ``space.yaml`` (its ``data:`` block names the file); returns the trial's run id."""
-    import tempfile
-
-    import yaml
-
     exp = client.get_experiment_by_name(experiment)
     store = Path(client.tracking_uri[len("sqlite:///"):]).parent  # artifacts next to the store, not in the cwd
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment, str(store / "artifacts"))
@@ -66,10 +65,6 @@ def hand_run(client, experiment: str, checkpoint: Path, data_path: Path | None, 
 
 def perturbed(proto, shift: float = 0.05):
     """The same ONNX graph with the head's bias moved: a wrong export that still loads and runs."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
     broken = onnx.ModelProto()
     broken.CopyFrom(proto)
     bias = next(t for t in broken.graph.initializer if "head" in t.name and "bias" in t.name)

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 from fixtures_sweep import REPO
+from mlflow.tracking import MlflowClient
+
+from scanner.cli import main
+from trainables.data import write_synthetic
 
 __all__ = ["PROJECT_PACKAGES", "Pretrained", "cli_h5", "folder_listing", "installed_scanner", "pretrained",
            "run_cli"]
@@ -57,8 +61,6 @@ def folder_listing(folder: Path) -> set[str]:
 
 def run_cli(argv: list[str]) -> int:
     """``scanner ARGV`` in this process: its exit status, whether it returned or argparse exited."""
-    from scanner.cli import main
-
     try:
         return main(argv)
     except SystemExit as exc:
@@ -69,8 +71,6 @@ def run_cli(argv: list[str]) -> int:
 def cli_h5(tmp_path_factory) -> Path:
     """400 synthetic events of 2x16x16 (NC, nueCC, numuCC; labels, direction targets and truth): copy it, never
     write to it."""
-    from trainables.data import write_synthetic
-
     return write_synthetic(tmp_path_factory.mktemp("cli_data") / "tiny.h5", events=400, size=16, seed=0,
                            progress=False)
 
@@ -94,8 +94,6 @@ fixed: {{model: small_cnn_tiny, batch_size: 64, num_workers: 0}}
 
 @pytest.fixture(scope="session")
 def pretrained(tmp_path_factory, cli_h5) -> Pretrained:
-    from mlflow.tracking import MlflowClient
-
     folder = tmp_path_factory.mktemp("pretrain")
     space = folder / "pretrain.yaml"
     space.write_text(PRETRAIN_SPACE.format(h5=cli_h5))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
+
+from trainables.data import write_synthetic
 
 __all__ = ["png_classes", "tiny_arrays", "tiny_h5", "write_h5"]
 
@@ -14,8 +17,6 @@ __all__ = ["png_classes", "tiny_arrays", "tiny_h5", "write_h5"]
 @pytest.fixture(scope="session")
 def tiny_h5(tmp_path_factory) -> Path:
     """600 synthetic events, 2x32x32, seed 0: classification (NC, nueCC, numuCC) + direction targets + truth."""
-    from trainables.data import write_synthetic
-
     return write_synthetic(tmp_path_factory.mktemp("data") / "tiny.h5", events=600, size=32, seed=0, progress=False)
 
 
@@ -33,8 +34,6 @@ def write_h5(tmp_path):
     """``write_h5(name, attrs=None, chunks_per_event=True, **datasets) -> Path``: a custom or broken file.
 
     ``datasets`` maps names to arrays (``None`` skips one); ``attrs`` are file attributes, e.g. class_names."""
-    import h5py
-
     def write(name: str = "custom.h5", attrs: dict | None = None, chunks_per_event: bool = True, **datasets):
         path = tmp_path / name
         with h5py.File(path, "w") as f:

@@ -13,6 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
+
+from scanner.tracking import trial_tags
+from trainables.checkpoint import load_state
+from trainables.config import DataConfig, TrialConfig, TrialSpec
+from trainables.contract import PARENT_ROLE, Status, Tag
+from trainables.data import write_synthetic
+from trainables.loop import evaluate_checkpoint, train_trial
 
 __all__ = ["CopyBest", "SystSweep", "syst_sweep", "train_tiny"]
 
@@ -36,9 +44,6 @@ class CopyBest:
 
 def train_tiny(data_path: Path, folder: Path, task: str = "classification", epochs: int = 1, **trial) -> Path:
     """A small_cnn_tiny trained ``epochs`` epochs on ``data_path``; its best checkpoint folder."""
-    from trainables.config import DataConfig, TrialConfig, TrialSpec
-    from trainables.loop import train_trial
-
     cfg = TrialConfig.from_dict({"model": "small_cnn_tiny", "batch_size": 32, "num_workers": 0, **trial})
     objective = "val/accuracy" if task == "classification" else "val/resolution68_deg"
     spec = TrialSpec(task, DataConfig(path=str(data_path)), cfg, epochs, objective,
@@ -58,8 +63,6 @@ class SystSweep:
     checkpoints: dict[str, Path] = field(default_factory=dict)
 
     def client(self):
-        from mlflow.tracking import MlflowClient
-
         return MlflowClient(self.uri)
 
     def metrics(self, key: str) -> dict[str, float]:
@@ -67,8 +70,6 @@ class SystSweep:
 
 
 def _start_parent(client, experiment_id: str, name: str, nominal: Path, folder: Path) -> str:
-    from trainables.contract import PARENT_ROLE, Tag
-
     parent = client.create_run(experiment_id, run_name=name, tags={
         Tag.NAME: name, Tag.ROLE: PARENT_ROLE, Tag.INSTANCE: "i1", Tag.OBJECTIVE: "val/accuracy",
         Tag.OBJECTIVE_MODE: "max", Tag.TASK: "classification", Tag.STATUS: "finished"}).info.run_id
@@ -80,12 +81,6 @@ def _start_parent(client, experiment_id: str, name: str, nominal: Path, folder: 
 
 
 def _child(client, experiment_id: str, parent: str, sweep: SystSweep, key: str, trial_id: str, tags: dict) -> None:
-    from scanner.tracking import trial_tags
-    from trainables.checkpoint import load_state
-    from trainables.config import DataConfig
-    from trainables.contract import Status, Tag
-    from trainables.loop import evaluate_checkpoint
-
     all_tags = trial_tags(sweep.name, trial_id, space_hash="h", class_names=["NC", "nueCC", "numuCC"])
     all_tags.update({Tag.PARENT_RUN_ID: parent, Tag.INSTANCE: "i1", Tag.STATUS: Status.COMPLETED,
                      Tag.CHECKPOINT: str(sweep.checkpoints[key]), **tags})
@@ -103,11 +98,6 @@ def _child(client, experiment_id: str, parent: str, sweep: SystSweep, key: str, 
 @pytest.fixture(scope="session")
 def syst_sweep(tmp_path_factory) -> SystSweep:
     """Four 1-epoch tiny models on 300 events of 16x16, tagged as the finals (with one replica) of sweep 'syst'."""
-    from mlflow.tracking import MlflowClient
-
-    from trainables.contract import Tag
-    from trainables.data import write_synthetic
-
     folder = tmp_path_factory.mktemp("syst_sweep")
     nominal = write_synthetic(folder / "nominal.h5", events=EVENTS, size=SIZE, seed=0, progress=False)
     sweep = SystSweep(folder, f"sqlite:///{folder / 'mlflow.db'}", "syst", nominal)

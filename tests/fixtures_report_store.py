@@ -14,8 +14,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from fixtures_tracking import fresh_store
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 
 CLASSES = ["NC", "nueCC", "numuCC"]
 SWEEP = "lartpc-test"
@@ -104,9 +105,6 @@ def make_sweep(tmp_path: Path, name: str = SWEEP, specs=SPECS, also=True, parent
     """Write the sweep (into ``uri``, else a new sqlite store); returns {'uri', 'parent', 'runs': {name: run id}}.
 
     ``space_yaml``: logged as the parent's ``space.yaml`` artifact, as the scanner does."""
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.tracking import MlflowClient
-
     local = uri is None
     uri = uri or fresh_store(tmp_path)
     client = MlflowClient(uri)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from fixtures_tracking import fresh_store
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
 
 RICH_SWEEP = "rich"
 RICH_CLASSES = ["NC", "nue+CC", "numuCC"]  # nue+CC: metric key nue_CC
@@ -138,9 +139,6 @@ def _final_metrics(scores: np.ndarray) -> dict[str, float]:
 
 
 def make_rich_sweep(tmp_path: Path, name: str = RICH_SWEEP, uri: str | None = None) -> dict:
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
     uri = uri or fresh_store(tmp_path)
     client = MlflowClient(uri)
     exp = client.create_experiment(name, artifact_location=(tmp_path / "artifacts").as_uri())
@@ -175,8 +173,6 @@ def make_rich_sweep(tmp_path: Path, name: str = RICH_SWEEP, uri: str | None = No
 def _add_final(client, exp: str, parent_id: str, folder: Path, t: RichTrial, run_id: str, trial_id: str) -> None:
     """Test figures and predictions of the original (seed 0) and of SEEDS - 1 replicas; the seed aggregate and
     the systematic variants on the original."""
-    from mlflow.entities import Metric, RunTag
-
     accs = seed_accuracies(t)
     for seed in range(SEEDS):
         scores = seed_scores(t, seed)

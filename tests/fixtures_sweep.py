@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import logging
 import os
 import signal
 import socket
@@ -11,7 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
+import ray
+import requests
+
+from scanner.sweep.lifecycle import run_sweep
+from trainables.data import write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]  # the repo root; setup.cfg puts it on sys.path (pythonpath = .)
 
@@ -55,8 +65,6 @@ def free_port() -> int:
 
 def write_tiny_space(folder: Path, name: str, trials: int = 3, epochs: int = 2) -> Path:
     """A tiny sweep file next to ``tiny.h5`` (written once per folder: 400 events of 16x16)."""
-    from trainables.data import write_synthetic
-
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "tiny.h5").exists():
         write_synthetic(folder / "tiny.h5", events=400, size=16, seed=0, classes=("nc", "nue", "numu"), progress=False)
@@ -68,8 +76,6 @@ def write_tiny_space(folder: Path, name: str, trials: int = 3, epochs: int = 2) 
 def import_project_before_chdir() -> None:
     """Import the packages while the working folder is the repo: after a chdir, tests/<pkg>/ (no __init__.py)
     would be found first as a namespace package and shadow the real one."""
-    import importlib
-
     for name in ("search_spaces", "trainables.loop", "trainables.data", "scanner.sweep.lifecycle",
                  "scanner.targets"):
         importlib.import_module(name)
@@ -82,8 +88,6 @@ def import_project_before_chdir() -> None:
 @pytest.fixture(scope="session")
 def ray_session():
     """ONE local Ray for every in-process sweep of the test session (2 CPUs: the machine)."""
-    import ray
-
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
@@ -99,10 +103,6 @@ TOUCHED_LOGGERS = ("ray.tune", "mlflow.store.db.utils", "optuna")
 
 
 def touched_settings() -> dict:
-    import logging
-
-    import optuna
-
     return {**{key: os.environ.get(key) for key in TOUCHED_ENV},
             **{f"logger {name}": logging.getLogger(name).level for name in TOUCHED_LOGGERS},
             "optuna verbosity": optuna.logging.get_verbosity()}
@@ -123,11 +123,7 @@ class TinySweep:
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory, ray_session) -> TinySweep:
     """3 trials + baseline, 2 epochs, 1 final, on 400 events of 16x16: shared by every test that only reads it."""
-    import contextlib
-    import io
-
     import_project_before_chdir()
-    from scanner.sweep.lifecycle import run_sweep
 
     folder = tmp_path_factory.mktemp("tiny_sweep")
     space = write_tiny_space(folder, "tiny")
@@ -157,8 +153,6 @@ class MlflowServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> None:
-        import requests
-
         cmd = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1", "--port",
                str(self.port), "--backend-store-uri", f"sqlite:///{self.root / 'm.db'}",
                "--artifacts-destination" if self.proxy_artifacts else "--default-artifact-root", str(self.root / "art")]

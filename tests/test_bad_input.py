@@ -20,7 +20,7 @@ import pytest
 from fixtures_cli import Pretrained, folder_listing, run_cli
 from fixtures_data import png_classes
 from fixtures_sweep import TINY_SPACE, free_port
-
+from mlflow.tracking import MlflowClient
 
 SPACE = TINY_SPACE.format(name="bad", trials=2, epochs=1)
 REGRESSION = (SPACE.replace("task: classification", "task: regression")
@@ -110,8 +110,6 @@ def with_store(*argv: str):
     """An existing store in the working folder that holds another sweep."""
 
     def prepare(work: Path, inputs: Inputs) -> list[str]:
-        from mlflow.tracking import MlflowClient
-
         MlflowClient(f"sqlite:///{work / 'mlflow.db'}").create_experiment("other")
         return list(argv)
 
@@ -356,8 +354,6 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, inputs, tmp_path,
 def test_nan_pixels_in_a_middle_event_stop_training_naming_the_event(inputs, tmp_path, monkeypatch, capfd):
     """The cheap checks read the first and last events only; the batch that holds the NaN names file and event.
     The run had started: MLflow keeps it, FAILED with that reason; no folder is left."""
-    from mlflow.tracking import MlflowClient
-
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -3,6 +3,7 @@ run's artifacts and description, running/empty/failed sweeps, bad input through 
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import os
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 from fixtures_report_store import SPECS, Spec, make_sweep
+from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from reports import ReportInputError, build_report
 
@@ -57,8 +59,6 @@ def test_headline_is_the_test_figure_of_the_leader(built):
 
 
 def test_csv_numbers_equal_the_mlflow_values(built):
-    from mlflow.tracking import MlflowClient
-
     store, index = built
     table = pd.read_csv(index.parent / "ranking.csv")
     client = MlflowClient(store["uri"])
@@ -80,8 +80,6 @@ def test_csv_numbers_equal_the_mlflow_values(built):
 
 
 def test_report_is_logged_to_the_parent_run(built):
-    from mlflow.tracking import MlflowClient
-
     store, index = built
     client = MlflowClient(store["uri"])
     listed = {f.path for f in client.list_artifacts(store["parent"], "report")}
@@ -155,8 +153,6 @@ def test_cli_report_prints_the_path_and_imports_no_ray_or_torch(built, tmp_path)
 
 def test_reports_imports_optuna_only_lazily():
     """Optuna (and scikit-learn behind its importance) is the slowest import of a report: only where needed."""
-    import ast
-
     for path in sorted((REPO / "reports").glob("*.py")):
         tree = ast.parse(path.read_text())
         top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_tracking import fresh_store
+from mlflow.entities import Metric
 
 from reports._fetch_extra import fetch_histories
 from reports._mlflow_compat import bulk_histories, latest_steps, local_store_path, open_client
@@ -15,8 +16,6 @@ from reports._mlflow_compat import bulk_histories, latest_steps, local_store_pat
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from mlflow.entities import Metric
-
     uri = fresh_store(tmp_path_factory.mktemp("compat"))
     client = open_client(uri)
     exp = client.create_experiment("compat")

@@ -11,15 +11,16 @@ import re
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
+
+from reports import build_report
 
 pytestmark = pytest.mark.slow  # the fixture runs a sweep (~1 min on 2 cores)
 
 
 @pytest.fixture(scope="module")
 def report(tiny_sweep, tmp_path_factory):
-    from reports import build_report
-
     assert tiny_sweep.exit_code == 0, tiny_sweep.output
     out = tmp_path_factory.mktemp("tiny_report") / "report"
     index = build_report(tiny_sweep.name, tiny_sweep.tracking_uri, out, log_to_parent=False)
@@ -28,8 +29,6 @@ def report(tiny_sweep, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def children(tiny_sweep):
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tiny_sweep.tracking_uri)
     exp = client.get_experiment_by_name(tiny_sweep.name)
     runs = client.search_runs([exp.experiment_id])

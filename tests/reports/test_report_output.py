@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_report_store import make_sweep
+from mlflow.tracking import MlflowClient
 
 from reports import MANIFEST, ReportInputError, build_report, client_for, load_sweep, report_files
 from reports._output import write_files
@@ -128,8 +129,6 @@ def test_a_foreign_manifest_file_is_refused(tmp_path):
 
 
 def test_only_the_reports_files_are_logged_to_the_parent(tmp_path):
-    from mlflow.tracking import MlflowClient
-
     store = make_sweep(tmp_path)  # the store and its artifacts live in tmp_path, which becomes --out
     (tmp_path / "notes.txt").write_text("private")
     build_report("lartpc-test", store["uri"], tmp_path)

@@ -8,9 +8,18 @@ import math
 import numpy as np
 import pytest
 from fixtures_report_store import SPECS, make_sweep
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from reports import (dominates, gain_over_baseline, infer_distribution, load_sweep, non_dominated, param_importance,
-                     pareto_front, rank)
+from reports import (
+    dominates,
+    gain_over_baseline,
+    infer_distribution,
+    load_sweep,
+    non_dominated,
+    param_importance,
+    pareto_front,
+    rank,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +124,6 @@ def test_pareto_front_of_the_sweep(sweep):
 
 
 def test_distributions_are_inferred_from_the_logged_strings():
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
     lr, values = infer_distribution(["0.0001", "0.001", "0.003", "0.01", "0.1"])
     assert isinstance(lr, FloatDistribution) and lr.log and values[0] == 1e-4
     wd, _ = infer_distribution(["0.1", "0.2", "0.3", "0.4", "0.5"])

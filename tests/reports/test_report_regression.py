@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from fixtures_tracking import fresh_store
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
 from reports import build_report, gain_over_baseline, load_sweep, rank
+from reports._best import best_trial_section
+from reports._gather import fetch_details
+from reports._sections import ranking_section
 
 TARGETS = ["dx", "dy", "dz"]
 REFERENCE_DEG = 18.6  # the mean-direction predictor on validation
@@ -23,9 +28,6 @@ TRIALS = [  # name, baseline, resolution per epoch, its error
 
 
 def make_regression_sweep(tmp_path):
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
     uri = fresh_store(tmp_path)
     client = MlflowClient(uri)
     exp = client.create_experiment("dir", artifact_location=(tmp_path / "art").as_uri())
@@ -83,10 +85,6 @@ def test_regression_sweep_ranks_min_first_and_draws_residuals(tmp_path):
 
 
 def test_reference_and_bias_rms_with_errors(tmp_path):
-    from reports._best import best_trial_section
-    from reports._gather import fetch_details
-    from reports._sections import ranking_section
-
     uri, _ = make_regression_sweep(tmp_path)
     ranking = rank(load_sweep("dir", uri), "best")
     best = best_trial_section(ranking, fetch_details(ranking, tmp_path / "dl"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from fixtures_sweep import MlflowServer
 from fixtures_report_store import SPECS, make_sweep
+from fixtures_sweep import MlflowServer
+from mlflow.tracking import MlflowClient
 
 from reports import build_report
 
@@ -21,8 +22,6 @@ def server(tmp_path):
 
 @pytest.mark.slow
 def test_report_from_a_tracking_server(server, tmp_path):
-    from mlflow.tracking import MlflowClient
-
     store = make_sweep(tmp_path, uri=server)
     client = MlflowClient(server)
     client.set_tag(store["parent"], "mlflow.note.content", "Optuna study: lartpc-test, 8 trials")

@@ -10,21 +10,22 @@ import math
 import os
 
 import h5py
+import matplotlib
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
-from fixtures_reports import (GPU, HOSTILE, REFERENCE, RICH, RICH_SWEEP, SEEDS, make_rich_sweep,
-                              rich_seed_expectation)
+from fixtures_reports import GPU, HOSTILE, REFERENCE, RICH, RICH_SWEEP, SEEDS, make_rich_sweep, rich_seed_expectation
+from mlflow.tracking import MlflowClient
 from scipy import stats as scipy_stats
 
 from reports import _detail, build_report, load_sweep, rank
-from reports._sections import ranking_section
 from reports._gather import fetch_details
 from reports._lead import analyse_lead
 from reports._render import fmt
+from reports._sections import ranking_section
 from reports._systematics import analyse_systematics
 from trainables.physics import weighted_roc_auc
-
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -43,9 +44,6 @@ def sweep(store):
 def report(store, tmp_path_factory):
     """The report, built from a process whose Optuna logs at INFO, whose matplotlib backend is not Agg (a notebook's)
     and that never set MLflow's progress bars."""
-    import matplotlib
-    import optuna
-
     out = tmp_path_factory.mktemp("rich_report") / "report"
     old_level, old_env = optuna.logging.get_verbosity(), os.environ.pop(PROGRESS_BAR, None)
     old_backend = matplotlib.get_backend()
@@ -210,7 +208,6 @@ def test_roc_and_energy_figures_of_the_leader(store, report, tmp_path):
     best = section(html, "best")
     assert 'alt="ROC curves"' in best and "Efficiency and purity against lepton_energy" in best
     assert "NC left out (neutral current" in best
-    from mlflow.tracking import MlflowClient
 
     path = MlflowClient(store["uri"]).download_artifacts(store["runs"]["t01"], "test/predictions.h5", str(tmp_path))
     pred = _detail.read_predictions(path)

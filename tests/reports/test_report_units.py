@@ -12,12 +12,12 @@ import pytest
 from reports import _detail, gain_over_baseline, rank
 from reports._build import reference_line, summary_lines
 from reports._fetch import SweepRuns, Trial
-from reports._plots_detail import score_distributions
 from reports._lead import analyse_lead, headline
+from reports._plots_detail import score_distributions
 from reports._render import Table, column_decimals, fmt, fmt_delta, fmt_fixed, md_escape
 from reports._sections import importance_section, ranking_section
 from reports._systematics import systematics_section
-from trainables.physics import effective_count, weighted_fraction_err, weighted_quantile
+from trainables.physics import effective_count, opening_angle_deg, weighted_fraction_err, weighted_quantile
 
 
 def trial(label: str, value: float, err: float = 0.01, status: str = "completed", baseline: bool = False,
@@ -239,9 +239,6 @@ def test_score_histogram_tick_labels_read_as_numbers():
 
 def test_the_lead_of_a_regression_sweep_is_the_smaller_resolution():
     """mode min: the leader's smaller 68 % angle is "better"; the difference and P carry that sign."""
-    from reports._lead import analyse_lead, headline
-    from trainables.physics import opening_angle_deg
-
     rng = np.random.default_rng(11)
     target = rng.normal(size=(600, 3))
     target /= np.linalg.norm(target, axis=1, keepdims=True)

@@ -174,8 +174,6 @@ def test_help_has_an_example(capsys):
 def test_on_a_real_sweep_the_nominal_file_reproduces_the_finals(tiny_sweep, tmp_path, capsys):
     """On the shared tiny sweep's Tune checkpoints: the training file through `scanner evaluate` gives exactly the
     finals' test/ figures (same weights, same BatchNorm statistics), and a variant shifts them."""
-    from mlflow.tracking import MlflowClient
-
     assert tiny_sweep.exit_code == 0, tiny_sweep.output
     noisy = write_synthetic(tmp_path / "noisy.h5", events=400, size=16, seed=0, progress=False,
                             detector=Detector(noise_mips=0.3, dead_wire_fraction=0.1))

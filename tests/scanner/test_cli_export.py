@@ -8,11 +8,11 @@ import json
 
 import onnx
 import pytest
-
 from fixtures_checkpoint import hand_run, perturbed, with_meta
 from fixtures_tracking import fresh_store
 from mlflow.tracking import MlflowClient
 
+import trainables.export as export
 from scanner.cli import main
 
 
@@ -53,8 +53,6 @@ def test_export_of_a_checkpoint_folder_logs_nothing(tiny_checkpoint, tiny_h5, tm
 
 
 def test_a_broken_export_exits_1_and_leaves_nothing(store, tiny_checkpoint, tiny_h5, tmp_path, monkeypatch, capsys):
-    import trainables.export as export
-
     uri, client = store
     run_id = hand_run(client, "exp", tiny_checkpoint, tiny_h5)
     real = export.to_onnx

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from scanner.cli import absolute_tracking_uri, build_parser, main
@@ -47,9 +50,6 @@ def test_tracking_uris_are_made_absolute(tmp_path, monkeypatch):
 
 def test_the_cli_loads_no_heavy_library_before_a_verb_runs():
     """`scanner --help` and a mistyped flag answer at once: torch, MLflow, Ray and Optuna load inside the verbs."""
-    import subprocess
-    import sys
-
     code = "import sys, scanner.cli; print(sorted(m for m in ('torch', 'mlflow', 'ray', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -9,6 +9,8 @@ import pytest
 from fixtures_cli import PROJECT_PACKAGES, installed_scanner
 from fixtures_sweep import write_tiny_space
 
+from scanner.cluster import InstalledFirst
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["plain folders", "user packages"])
@@ -30,8 +32,6 @@ def test_a_sweep_runs_beside_folders_named_like_the_packages(tmp_path, layout):
 
 
 def test_installed_first_prefers_the_installed_package_over_a_later_folder(tmp_path):
-    from scanner.cluster import InstalledFirst
-
     installed, later = tmp_path / "site", tmp_path / "work"
     (installed / "detpkg").mkdir(parents=True)
     (installed / "detpkg" / "__init__.py").write_text("")

@@ -4,14 +4,16 @@ twice at once, and a sweep folder deleted and run again (a new instance, never m
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from fixtures_faults import runs_of, scanner_cmd, scanner_env, short_tmp, start_sweep, wait_for
 from fixtures_sweep import write_tiny_space
+from mlflow.tracking import MlflowClient
+
+from reports import load_sweep
 
 pytestmark = pytest.mark.slow  # real sweeps in subprocesses
 
@@ -66,10 +68,6 @@ def test_the_same_name_started_twice_at_once_refuses_one_in_a_line(tmp_path, tmp
 
 def test_a_deleted_sweep_folder_run_again_is_a_new_instance(tiny_sweep, monkeypatch):
     """The same YAML after `rm -r scans/<name>`: a new parent run; the report and best-of: see only the new one."""
-    import shutil
-
-    from reports import load_sweep
-
     folder = tiny_sweep.folder
     copy = folder / "again"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("scans", "again"))

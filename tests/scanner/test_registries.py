@@ -7,11 +7,13 @@ import dataclasses
 
 import optuna
 import pytest
+from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from scanner.compat import set_restored_callbacks
 from scanner.sweep.scheduler import SCHEDULERS, SparingBaseline, make_scheduler
-from search_spaces import SAMPLERS, SCHEDULERS as SCHEDULER_NAMES
+from search_spaces import SAMPLERS
+from search_spaces import SCHEDULERS as SCHEDULER_NAMES
 from search_spaces import load_space
 
 SPACE = """\
@@ -69,8 +71,6 @@ def test_every_sampler_is_seeded_and_drives_a_study(name, tmp_path, tiny_h5):
 
 def test_the_restore_hook_still_reaches_the_run_config(tmp_path):
     """Ray offers no public way to give a restored Tuner live callbacks: the one private access, pinned."""
-    from ray import tune
-
     tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=str(tmp_path), name="x"))
     marker = [object()]
     set_restored_callbacks(tuner, marker)

@@ -9,8 +9,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from fixtures_faults import runs_of, study_of
+
+from reports import load_sweep, rank
 
 pytestmark = pytest.mark.slow  # a real sweep, killed and resumed
 
@@ -51,8 +52,6 @@ def test_the_seed_aggregate_is_the_mean_of_the_runs_own_test_figures(replicated_
 
 
 def test_replicas_stay_out_of_the_study_and_the_report(replicated_sweep):
-    from reports import load_sweep, rank
-
     study = study_of(replicated_sweep.folder, replicated_sweep.name)
     assert len([t for t in study.trials if "scan_refused" not in t.user_attrs]) == 2  # the searched trials only
     sweep = load_sweep(replicated_sweep.name, replicated_sweep.uri)

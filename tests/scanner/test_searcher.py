@@ -3,13 +3,17 @@ Optuna as FAIL and re-asked); results reach the Optuna trial that produced the c
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from scanner.sweep.searcher import MAX_REASKS, TPE_REASKS, BaselineFirst, make_searcher
+import scanner.sweep.searcher
 from scanner.sweep.results import BASELINE_KEY
-from search_spaces import load_space
+from scanner.sweep.searcher import MAX_REASKS, TPE_REASKS, BaselineFirst, StudyHandle, baseline_twin, make_searcher
+from scanner.sweep.settle import fail_unfinished_study_trials
+from search_spaces import finite_points, load_space
 
 
 class Scripted(Searcher):
@@ -130,8 +134,6 @@ def _tpe_configs(space, storage, trials: int) -> list[tuple]:
 
 
 def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_space, tmp_path, monkeypatch):
-    import scanner.sweep.searcher
-
     monkeypatch.setattr(scanner.sweep.searcher, "MAX_REASKS", 0)
     plain = _tpe_configs(discrete_space, optuna.storages.InMemoryStorage(), 12)
     assert len(set(plain)) < len(plain)  # the case the wrapper exists for
@@ -150,11 +152,6 @@ def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_
 def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path):
     """The discrete space holds the baseline's config (defaults + small_cnn_tiny/ce/1e-3): TPE must not get to
     train it a second time, and the space then finishes one config early."""
-    from dataclasses import replace
-
-    from scanner.sweep.searcher import baseline_twin
-    from search_spaces import finite_points
-
     space = replace(discrete_space, baseline={"model": "small_cnn_tiny", "loss": "ce", "lr": 1.0e-3})
     points = finite_points(space)
     assert baseline_twin(space, points) == {"model": "small_cnn_tiny", "loss": "ce", "lr": 1.0e-3}
@@ -173,9 +170,6 @@ def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path)
 def test_the_study_says_what_each_trial_became(discrete_space):
     """Completed: COMPLETE with its best-epoch value; stopped by ASHA: PRUNED with its intermediate values; a crash is
     not told at once (a resume may finish it), and settling fails it; each names its Tune trial and MLflow run."""
-    from scanner.sweep.searcher import StudyHandle
-    from scanner.sweep.settle import fail_unfinished_study_trials
-
     storage = optuna.storages.InMemoryStorage()
     searcher = make_searcher(discrete_space, storage, run_ids=lambda trial_id: f"run-of-{trial_id}")
     searcher.set_search_properties("val/accuracy", "max", {})

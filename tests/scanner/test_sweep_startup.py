@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from fixtures_sweep import REPO, import_project_before_chdir, write_tiny_space
 from mlflow.tracking import MlflowClient
 
-from fixtures_sweep import REPO, import_project_before_chdir, write_tiny_space
+import scanner.sweep.lifecycle as lifecycle
+from scanner.sweep.setup import scans_root
 
 pytestmark = pytest.mark.slow  # sweeps around a real (or failing) Ray start
 
@@ -30,8 +32,6 @@ def tiny_space(tmp_path, monkeypatch):
 
 
 def test_ray_that_does_not_start_ends_the_parent_failed(tiny_space, monkeypatch):
-    import scanner.sweep.lifecycle as lifecycle
-
     space, uri = tiny_space
 
     def no_ray(address):
@@ -46,9 +46,6 @@ def test_ray_that_does_not_start_ends_the_parent_failed(tiny_space, monkeypatch)
 
 
 def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_session):
-    import scanner.sweep.lifecycle as lifecycle
-    from scanner.sweep.setup import scans_root
-
     space, uri = tiny_space
 
     class BrokenTuner:

@@ -8,9 +8,11 @@ import zipfile
 
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from scanner import cli
+from scanner.targets import resolve_init
 
 pytestmark = pytest.mark.slow  # the shared tiny sweep: Ray and a real sweep
 
@@ -110,8 +112,6 @@ def test_child_runs_carry_contract_tags_params_and_metrics(runs, tiny_sweep):
 
 def test_params_are_what_each_trial_ran_and_config_yaml_holds_the_rest(runs, tmp_path):
     """A cross-entropy trial shows no focal_gamma; defaults set nowhere are not params; config.yaml has them all."""
-    import yaml
-
     client, _, children = runs
     fixed = {"batch_size", "num_workers"}
     for c in children:
@@ -184,8 +184,6 @@ def test_second_run_of_the_same_name_exits_2(tiny_sweep, monkeypatch, capsys):
 
 
 def test_best_of_resolves_to_the_best_trial_checkpoint(runs, tiny_sweep):
-    from scanner.targets import resolve_init
-
     _, _, children = runs
     # the highest best/val/accuracy; a tie goes to the earlier trial (t01 before t03), as the report ranks
     best = min(children, key=lambda c: (-c.data.metrics["best/val/accuracy"], c.info.run_name.split()[0]))

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from fixtures_sweep import REPO, write_tiny_space
 from mlflow.tracking import MlflowClient
 
-from fixtures_sweep import REPO, write_tiny_space
+from scanner.targets import resolve_run
+from trainables.checkpoint import load_state
+from trainables.data import write_synthetic
 
 OUTAGE_S = 20.0  # the figure
 EPOCHS = 4
@@ -37,8 +40,6 @@ def _env() -> dict[str, str]:
 
 
 def _slow_space(folder: Path) -> Path:
-    from trainables.data import write_synthetic
-
     write_synthetic(folder / "outage.h5", events=1200, size=16, seed=1, classes=("nc", "nue", "numu"), progress=False)
     space = write_tiny_space(folder, "outage", trials=3, epochs=EPOCHS)
     text = space.read_text()
@@ -144,8 +145,6 @@ def test_server_outage_mid_sweep_loses_nothing(tmp_path, mlflow_server, monkeypa
 
     # On a tracking server each trial's best checkpoint is also an artifact of its run (tracking.log_checkpoints
     # defaults to best there): best-of: works from another machine, here a sweep folder that is gone.
-    from scanner.targets import resolve_run
-    from trainables.checkpoint import load_state
 
     for run in children.values():
         assert "checkpoint/state.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}

@@ -9,6 +9,7 @@ import pytest
 from fixtures_sweep import free_port
 
 from scanner import tracking
+from scanner.tracking.store import CHECKS, mlflow_unknown_scheme
 from trainables.errors import BadInput
 
 
@@ -24,8 +25,6 @@ def test_a_scheme_typo_is_one_line(uri, words):
 
 def test_mlflow_resolves_the_schemes_we_accept():
     """Pins the compat function over MLflow's private store registry."""
-    from scanner.tracking.store import CHECKS, mlflow_unknown_scheme
-
     for uri in ("http://h:5000", "https://h", "sqlite:///m.db", "file:///m", "/m", "databricks",
                 "postgresql://u@h/db"):
         assert mlflow_unknown_scheme(uri) is None, uri

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from ray.tune.schedulers.async_hyperband import _Bracket
 
 import search_spaces
 from search_spaces import (
     ASHA_REDUCTION,
+    asha_rungs,
     baseline_config,
     check_resources,
     cpu_ignored_keys,
@@ -19,6 +22,7 @@ from search_spaces import (
     train_config,
     trial_config,
 )
+from trainables.data.synth import write_synthetic
 from trainables.errors import BadInput
 
 SHIPPED_DIR = Path(search_spaces.__file__).parent
@@ -173,10 +177,6 @@ def test_plan_notes_asha_against_an_annealed_schedule(tmp_path, fixed, space, bu
     (1, 6, 0, [1, 2, 4]), (1, 8, 0, [1, 2, 4]), (3, 6, 0, [3]), (2, 2, 0, []), (1, 6, 1, [2, 4]), (1, 6, 2, [4]),
 ])
 def test_asha_rungs_are_rays_milestones(grace, max_epochs, bracket, rungs):
-    from ray.tune.schedulers.async_hyperband import _Bracket
-
-    from search_spaces import asha_rungs
-
     milestones = sorted(m for m, _ in _Bracket(grace, max_epochs, ASHA_REDUCTION, bracket)._rungs if m < max_epochs)
     assert asha_rungs(grace, max_epochs, bracket) == milestones == rungs
 
@@ -219,10 +219,6 @@ def test_space_file_is_immutable(tmp_path):
 
 def test_shipped_spaces_agree_with_the_synthetic_generator(tmp_path):
     """`scanner data synth` files satisfy the shipped spaces: class names for select, the data paths' layout."""
-    import shutil
-
-    from trainables.data.synth import write_synthetic
-
     (tmp_path / "search_spaces").mkdir()
     for name in search_spaces.SHIPPED:
         shutil.copy(SHIPPED_DIR / name, tmp_path / "search_spaces" / name)

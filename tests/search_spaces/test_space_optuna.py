@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from ray.tune.search.optuna.optuna_search import _OptunaTrialSuggestCaptor
 
 from search_spaces import define_by_run, finite_points, grid_size, grid_space, load_space, suggest, trial_config
 from trainables.errors import BadInput
@@ -106,8 +107,6 @@ def test_grid_refuses_a_float_range(tmp_path):
 
 def test_define_by_run_under_rays_captor_and_pickle(tmp_path):
     """Ray's OptunaSearch wraps the trial, captures suggest_* by name and pickles the function on save()."""
-    from ray.tune.search.optuna.optuna_search import _OptunaTrialSuggestCaptor
-
     space = load(tmp_path, SPACE)
     fn = pickle.loads(pickle.dumps(define_by_run(space)))
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()

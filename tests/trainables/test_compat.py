@@ -4,10 +4,12 @@ behaviour it must match. A library update that changes one fails here, by name."
 from __future__ import annotations
 
 import pickle
+from multiprocessing.reduction import ForkingPickler
 
 import pytest
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
 
 from trainables.compat import foreach_lerp_, mobilenet_v3_blocks, set_last_lr, shared_empty
 
@@ -36,8 +38,6 @@ def test_shared_empty_is_a_shared_writable_tensor_of_that_shape():
 
 def test_shared_empty_crosses_to_another_process_without_a_copy():
     """What default_collate relies on: torch's multiprocessing pickler sends the shared segment, not the bytes."""
-    from multiprocessing.reduction import ForkingPickler
-
     import torch.multiprocessing  # noqa: F401  registers torch's reductions with the pickler
 
     tensor = shared_empty((256, 256))
@@ -47,8 +47,6 @@ def test_shared_empty_crosses_to_another_process_without_a_copy():
 
 
 def test_mobilenet_v3_blocks_are_torchvisions_settings_at_that_width():
-    from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
-
     small = mobilenet_v3_blocks("mobilenet_v3_small", width_mult=1.0)
     assert len(small) == 11 and all(isinstance(b, InvertedResidualConfig) for b in small)
     assert [b.out_channels for b in small[:3]] == [16, 24, 24]  # the paper's table 2, first rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 from fixtures_data import tiny_arrays
@@ -60,7 +61,6 @@ def test_import_round_trip(tmp_path):
     cfg = DataConfig(path=str(out))
     ev = open_events(cfg, "classification")
     assert ev.class_names == ["NC", "nueCC", "numuCC"] and ev.image_shape == (2, 12, 16) and ev.dtype == "uint8"
-    import h5py
 
     with h5py.File(out) as f:
         ids = [s.decode() for s in f["event_id"][:]]

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
+from scanner.cli import build_parser, main
 from trainables.data import _lartpc as phys
-from trainables.data import data_hash, write_synthetic
-from trainables.data import synth
+from trainables.data import data_hash, synth, write_synthetic
 from trainables.errors import BadInput
 
 
@@ -252,8 +252,6 @@ def test_bad_knobs_are_one_line_and_leave_no_file(tmp_path, knob, value):
 
 
 def test_the_cli_knobs_default_to_the_nominal_detector_and_write_a_variant(tmp_path, capsys):
-    from scanner.cli import build_parser, main
-
     args = build_parser().parse_args(["data", "synth", "--out", "x.h5"])
     assert synth.Detector(args.noise, args.dead_wires, args.threshold, args.diffusion, args.energy_scale).is_nominal
     out = tmp_path / "noisy.h5"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
 import torch
-
 from fixtures_loop import KeepingReporter, make_spec
+
 from trainables.checkpoint import load_state
-from trainables.config import DataConfig
+from trainables.config import DataConfig, TrialConfig, TrialSpec
+from trainables.contract import Artifact
 from trainables.loop import evaluate_checkpoint, train_trial
 from trainables.reporting import MemoryReporter
 
@@ -118,13 +121,6 @@ def test_frozen_trial_leaves_the_backbone_bit_identical(tiny_h5, tmp_path):
 def test_a_trial_restored_at_its_last_epoch_reports_how_it_ended(tiny_h5, tmp_path):
     """Killed after its last epoch's checkpoint but before its end was recorded: the resumed trial trains nothing
     and reports its last epoch again (metrics and best block), from a copy of the folder it was given."""
-    import shutil
-
-    from trainables.contract import Artifact
-    from trainables.config import DataConfig, TrialConfig, TrialSpec
-    from trainables.loop import train_trial
-    from trainables.reporting import MemoryReporter
-
     class Keeping(MemoryReporter):
         def report(self, epoch, metrics, checkpoint_dir, is_best):
             super().report(epoch, metrics, checkpoint_dir, is_best)

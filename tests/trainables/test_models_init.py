@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import timm
 import torch
+from safetensors.torch import save_file
+from torchvision.models import get_model, get_weight
 
 from trainables import _models_init
 from trainables.checkpoint import load_state, rng_state, save_state
 from trainables.errors import BadInput
 from trainables.models import create_model, load_init
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -148,8 +150,6 @@ def test_rgb_weights_are_averaged_over_the_views_scaled_by_3_over_c(tmp_path):
 
 def _fill_torchvision_cache(torch_home: Path, weights_name: str, model_name: str) -> dict[str, torch.Tensor]:
     """A stand-in for the downloaded ImageNet file, at the exact cache path torchvision reads."""
-    from torchvision.models import get_model, get_weight
-
     url = get_weight(weights_name).url
     state = get_model(model_name, weights=None).state_dict()
     folder = torch_home / "hub" / "checkpoints"
@@ -176,8 +176,6 @@ def test_hub_weights_of_another_architecture_are_bad_input(tmp_path, monkeypatch
 
 def _fill_hf_cache(cache: Path, hub_id: str, state: dict[str, torch.Tensor]) -> None:
     """The huggingface_hub cache layout: refs/main names a snapshot folder holding model.safetensors."""
-    from safetensors.torch import save_file
-
     repo = cache / f"models--{hub_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)
@@ -187,8 +185,6 @@ def _fill_hf_cache(cache: Path, hub_id: str, state: dict[str, torch.Tensor]) -> 
 
 
 def test_hub_timm_weights_load_from_the_hf_cache(tmp_path, monkeypatch):
-    import timm
-
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     full = timm.create_model("convnextv2_atto", pretrained=False)  # with its ImageNet head, as on the hub
     _fill_hf_cache(tmp_path, "timm/convnextv2_atto.fcmae_ft_in1k", full.state_dict())
