@@ -33,7 +33,7 @@ from trainables.device import pick_device
 from trainables.errors import NonFiniteInput, TrialDiverged
 from trainables.losses import create_loss
 from trainables.metrics import prefixed
-from trainables.reporting import BATCH_SIZE_KEY, OOM_RETRIES_KEY, Reporter, TrialOutcome
+from trainables.reporting import Reporter, TrialOutcome, oom_record
 from trainables.telemetry import GIB, EpochTelemetry
 
 MAX_OOM_RETRIES = 2  # halvings: a quarter of the batch is still a fair trial of the config; less is another one
@@ -115,8 +115,7 @@ class _Trial:
                 if is_best:
                     self.best = best_block(metrics, spec.objective, epoch, self.best)
                 metrics.update(self.best)
-                if self.retries:
-                    metrics.update({OOM_RETRIES_KEY: self.retries, BATCH_SIZE_KEY: self.cfg.batch_size})
+                metrics.update(oom_record(self.retries, self.cfg.batch_size))
                 save_state(self.workdir, trial_state(p, epoch, self.best, metrics, self.data, self.retries))
                 self.saved = True
                 self.reporter.report(epoch, metrics, self.workdir, is_best)

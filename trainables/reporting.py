@@ -32,6 +32,11 @@ OOM_RETRIES_KEY = "oom_retries"
 BATCH_SIZE_KEY = "batch_size_final"
 
 
+def oom_record(retries: int, batch_size: int | None) -> dict[str, int]:
+    """The plain keys above for a report, once the trial has been restarted at a smaller batch; else nothing."""
+    return {OOM_RETRIES_KEY: int(retries), BATCH_SIZE_KEY: int(batch_size)} if retries and batch_size else {}
+
+
 @dataclass
 class TrialOutcome:
     status: str  # completed | failed

@@ -68,14 +68,14 @@ class SweepDriver(Callback):
 
     def on_trial_result(self, iteration, trials, trial: Trial, result: dict, **info):
         state = self._state(trial)
+        if OOM_RETRIES_KEY in result:  # restarted at a smaller batch after running out of memory (maybe for good)
+            self.writer.set_tags(state.trial_id, {Tag.OOM_RETRIES: str(int(result[OOM_RETRIES_KEY])),
+                                                  Tag.BATCH_SIZE_FINAL: str(int(result[BATCH_SIZE_KEY]))})
         if FAILURE_KEY in result:
             state.failure = str(result[FAILURE_KEY])
             return
         epoch = result_epoch(result)
         state.epochs = max(state.epochs, epoch)
-        if OOM_RETRIES_KEY in result:  # restarted at a smaller batch after running out of memory
-            self.writer.set_tags(state.trial_id, {Tag.OOM_RETRIES: str(int(result[OOM_RETRIES_KEY])),
-                                                  Tag.BATCH_SIZE_FINAL: str(int(result[BATCH_SIZE_KEY]))})
         metrics = {k: v for k, v in result.items() if "/" in k and not k.startswith("config/")}
         self.writer.log_metrics(state.trial_id, metrics, step=epoch)
         if "train/loss" in metrics:

@@ -21,7 +21,7 @@ from trainables.checkpoint import newest_loadable
 from trainables.config import TrialConfig, TrialSpec
 from trainables.errors import is_recurring
 from trainables.loop import train_trial
-from trainables.reporting import TrialOutcome
+from trainables.reporting import TrialOutcome, oom_record
 
 WORST = 1e308  # a non-best epoch's score; finite, so every logger and comparison takes it
 CHECKPOINT_GLOB = "checkpoint_*"  # Tune's folders of a trial's kept checkpoints
@@ -109,4 +109,5 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         # NaN is how Optuna learns of a failed trial (it marks it FAIL); the callback tags the run failed.
         final = {o.metric: math.nan for o in space.objectives}
         tune.report({**final, EPOCH_KEY: max(outcome.epochs, reporter.last_epoch),
-                     FAILURE_KEY: outcome.failure or "failed"})
+                     FAILURE_KEY: outcome.failure or "failed", **oom_record(outcome.oom_retries,
+                                                                             outcome.batch_size_final)})

@@ -10,9 +10,11 @@ import yaml
 
 from scanner.sweep.driver import SweepDriver
 from scanner.sweep.progress import ProgressLine
-from scanner.sweep.results import EPOCH_MARK, becomes_best, read_mark, write_mark
+from scanner.sweep.results import EPOCH_KEY, EPOCH_MARK, FAILURE_KEY, becomes_best, read_mark, write_mark
 from scanner.sweep.states import SweepInfo, TrialState
 from search_spaces import load_space
+from trainables.contract import Tag
+from trainables.reporting import oom_record
 
 SPACE = {"name": "marks", "task": "classification", "data": {"path": "events.h5"},
          "objective": {"metric": "val/accuracy", "mode": "max"}, "budget": {"trials": 4, "max_epochs": 2},
@@ -74,3 +76,15 @@ def test_a_mark_reads_back_and_only_a_marked_checkpoint_is_judged(tmp_path):
     assert not becomes_best({"epoch": 3, "is_best": False}, replica=False)
     assert becomes_best({"epoch": 3, "is_best": False}, replica=True)
     assert not becomes_best(None, replica=True) and not becomes_best(None, replica=False)
+
+
+def test_a_trial_that_fails_after_halving_its_batch_keeps_the_oom_tags(driver, sqlite_store):
+    """Out of memory again after two halvings, before any epoch of the smallest batch: the failure report is the
+    only one that says how far the halving went, and the run must say it too."""
+    failure = {"val/accuracy": float("nan"), EPOCH_KEY: 1, **oom_record(2, 8),
+               FAILURE_KEY: "out of memory at epoch 1 step 3 (after 2 halvings of the batch); try batch_size <= 4"}
+    driver.on_trial_result(0, [], SimpleNamespace(trial_id="orig"), failure)
+    assert driver.trials["orig"].failure.startswith("out of memory at epoch 1")
+    assert driver.writer.flush(timeout_s=60)
+    tags = sqlite_store.client.get_run(driver.writer.run_id("orig")).data.tags
+    assert (tags[Tag.OOM_RETRIES], tags[Tag.BATCH_SIZE_FINAL]) == ("2", "8")
