@@ -182,7 +182,9 @@ def check_epochs(checks: Checks, label: str, epochs: list[dict[str, float]], dri
                f"{fmt(epochs, 'sys/gpu_mem_allocated_gb')} <= {fmt(epochs, 'sys/gpu_mem_reserved_gb')} <= "
                f"{fmt(epochs, 'sys/gpu_mem_peak_reserved_gb')} <= {driver.total_gb:.1f} GiB")
     frag = [e["sys/gpu_fragmentation"] for e in epochs if "sys/gpu_fragmentation" in e]
-    expandable = "expandable_segments:true" in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "").lower().replace(" ", "")
+    from trainables.telemetry import expandable_segments  # loads torch: only once CUDA is known to be here
+
+    expandable = expandable_segments()  # the telemetry's own reading of both allocator variables
     checks.add(all(0 <= f <= 1 for f in frag) and (bool(frag) or expandable), f"{label}: fragmentation in [0, 1]",
                f"{fmt(epochs, 'sys/gpu_fragmentation')}" + (" (absent: expandable_segments)" if expandable else ""))
     for key in ("sys/gpu_util_pct", "sys/gpu_proc_util_pct"):
