@@ -22,6 +22,7 @@ from search_spaces import (
     train_config,
     trial_config,
 )
+from scanner.sweep.lifecycle import warn_ignored_on_cpu
 from trainables.data.synth import write_synthetic
 from trainables.errors import BadInput
 
@@ -118,6 +119,17 @@ def test_gpu_keys_are_searchable_and_a_cpu_run_names_the_ones_it_ignores(tmp_pat
     same_as_cpu = {**DOC, "fixed": {**DOC["fixed"], "amp": "off", "channels_last": False}}
     assert cpu_ignored_keys(load_space(write(tmp_path, same_as_cpu, "off.yaml"), require_data=False)) == []
     assert load_space(write(tmp_path, DOC), require_data=False).resources.oom == "fail"
+
+
+def test_a_cpu_sweep_says_once_in_one_line_which_gpu_keys_it_ignores(tmp_path, capsys):
+    doc = {**DOC, "fixed": {**DOC["fixed"], "channels_last": True}, "space": {**DOC["space"],
+           "amp": {"choice": ["bf16", "off"]}}}
+    warn_ignored_on_cpu(load_space(write(tmp_path, doc), require_data=False))
+    assert capsys.readouterr().err.splitlines() == ["scanner: amp, channels_last are ignored on CPU (resources.gpu is 0)"]
+    warn_ignored_on_cpu(load_space(write(tmp_path, DOC, "plain.yaml"), require_data=False))
+    gpu = {**doc, "resources": {"gpu": 1}}
+    warn_ignored_on_cpu(load_space(write(tmp_path, gpu, "gpu.yaml"), require_data=False))
+    assert capsys.readouterr().err == ""
 
 
 def test_yaml_reads_exponent_floats(tmp_path):
