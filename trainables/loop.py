@@ -78,7 +78,7 @@ class _Trial:
 
     def _out_of_memory(self) -> str | None:
         """Free what the attempt held; the failure text, or None when the trial restarts at half the batch."""
-        message = _oom_message(self.parts.where if self.parts else "start-up", self.device, self.cfg, self.retries)
+        message = oom_message(self.parts.where if self.parts else "start-up", self.device, self.cfg, self.retries)
         self.parts = None
         gc.collect()
         if torch.cuda.is_available():
@@ -136,7 +136,7 @@ class _Trial:
         return metrics
 
 
-def _oom_message(where: str, device: torch.device, cfg: TrialConfig, retries: int) -> str:
+def oom_message(where: str, device: torch.device, cfg: TrialConfig, retries: int) -> str:
     """Where, how much, and what to try: the line a user reads in ``scan.failure``."""
     smaller = max(1, cfg.batch_size // 2)
     halved = f" (after {retries} halving{'s' if retries != 1 else ''} of the batch)" if retries else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import h5py
 import pytest
@@ -18,7 +19,7 @@ from trainables.checkpoint import load_state
 from trainables.config import CPU_IGNORED, TrialConfig, TrialSpec
 from trainables.data import data_hash, open_events
 from trainables.errors import BadInput
-from trainables.loop import saved_config, train_trial
+from trainables.loop import oom_message, saved_config, train_trial
 from trainables.reporting import MemoryReporter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,6 +78,31 @@ def test_amp_and_channels_last_are_searchable_keys_ignored_on_cpu():
         TrialConfig.from_dict({"amp": True})
     assert TrialConfig().amp == "bf16" and TrialConfig().channels_last is False
     assert set(CPU_IGNORED) == {"amp", "channels_last"}
+
+
+@pytest.mark.parametrize("bf16_supported", [True, False])
+def test_on_cuda_amp_maps_to_its_dtype_and_channels_last_to_its_format(monkeypatch, bf16_supported):
+    """The CUDA branch without a GPU: a cuda device object needs no device, and bf16 support is what the GPU says."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    cuda = torch.device("cuda")
+    dtypes = {value: amp_dtype_for(TrialConfig.from_dict({"amp": value}), cuda) for value in ("bf16", "fp16", "off")}
+    assert dtypes == {"bf16": torch.bfloat16 if bf16_supported else torch.float16, "fp16": torch.float16, "off": None}
+    assert memory_format_for(TrialConfig.from_dict({"channels_last": True}), cuda) == torch.channels_last
+    assert memory_format_for(TrialConfig.from_dict({"channels_last": False}), cuda) == torch.contiguous_format
+
+
+def test_a_cuda_out_of_memory_says_where_how_much_and_what_to_try(monkeypatch):
+    gib = 2 ** 30
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 38.2 * gib)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: types.SimpleNamespace(total_memory=40 * gib))
+    cfg = TrialConfig.from_dict({"batch_size": 128})
+    assert oom_message("epoch 3 step 120", torch.device("cuda"), cfg, 0) == (
+        "CUDA out of memory at epoch 3 step 120: peak 38.2 of 40.0 GiB reserved; try batch_size <= 64 or gpu: 1")
+    assert oom_message("epoch 3 step 120", torch.device("cuda"), cfg, 2).startswith(
+        "CUDA out of memory at epoch 3 step 120: peak 38.2 of 40.0 GiB reserved (after 2 halvings of the batch)")
+    assert oom_message("epoch 1 step 4", torch.device("cpu"), cfg, 1) == (
+        "out of memory at epoch 1 step 4 (after 1 halving of the batch); try batch_size <= 64")
 
 
 def test_a_checkpoint_from_before_amp_modes_still_loads_its_config():
