@@ -100,7 +100,9 @@ class SweepDriver(Callback):
             self.writer.log_artifacts(state.trial_id, [folder / Artifact.STATE], Artifact.CHECKPOINT_DIR)
 
     def on_trial_recover(self, iteration, trials, trial: Trial, **info):
-        self.progress.say(f"trial {self._state(trial).label} died; retrying from its last epoch checkpoint")
+        state = self._state(trial)
+        where = "its last epoch checkpoint" if state.last_checkpoint else "the start (it had no checkpoint yet)"
+        self.progress.say(f"trial {state.label} died; retrying from {where}")
 
     def on_trial_complete(self, iteration, trials, trial: Trial, **info):
         state = self._state(trial)

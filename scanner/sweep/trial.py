@@ -86,7 +86,25 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """The Tune function trainable."""
     torch.set_num_threads(max(1, ctx.threads))
     space = ctx.space
-    spec = TrialSpec(
+    reporter = TuneReporter(space.objective.metric, space.objective.mode)
+    try:  # the spec too: a config that cannot resolve fails the same way on every retry
+        outcome = train_trial(trial_spec(config, ctx), reporter)
+    except Exception as exc:  # noqa: BLE001  only errors no retry can change are caught; the rest go to Tune
+        if not is_recurring(exc):
+            raise  # a lost node, a killed worker: Tune retries from the last epoch checkpoint
+        outcome = TrialOutcome(status="failed", epochs=reporter.last_epoch, failure=f"{type(exc).__name__}: {exc}")
+    if outcome.status == "failed":
+        # NaN is how Optuna learns of a failed trial (it marks it FAIL); the callback tags the run failed.
+        final = {o.metric: math.nan for o in space.objectives}
+        tune.report({**final, EPOCH_KEY: max(outcome.epochs, reporter.last_epoch),
+                     FAILURE_KEY: outcome.failure or "failed", **oom_record(outcome.oom_retries,
+                                                                             outcome.batch_size_final)})
+
+
+def trial_spec(config: dict[str, Any], ctx: SweepContext) -> TrialSpec:
+    """What one trial trains; a config that cannot resolve (an init whose checkpoint went) raises BadInput here."""
+    space = ctx.space
+    return TrialSpec(
         task=space.task,
         data=space.data,
         trial=resolve_config(space, config, ctx.init_map),
@@ -98,16 +116,3 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         data_hash=ctx.data_hash,
         gpu_requested=space.resources.gpu > 0,
     )
-    reporter = TuneReporter(space.objective.metric, space.objective.mode)
-    try:
-        outcome = train_trial(spec, reporter)
-    except Exception as exc:  # noqa: BLE001  only errors no retry can change are caught; the rest go to Tune
-        if not is_recurring(exc):
-            raise  # a lost node, a killed worker: Tune retries from the last epoch checkpoint
-        outcome = TrialOutcome(status="failed", epochs=reporter.last_epoch, failure=f"{type(exc).__name__}: {exc}")
-    if outcome.status == "failed":
-        # NaN is how Optuna learns of a failed trial (it marks it FAIL); the callback tags the run failed.
-        final = {o.metric: math.nan for o in space.objectives}
-        tune.report({**final, EPOCH_KEY: max(outcome.epochs, reporter.last_epoch),
-                     FAILURE_KEY: outcome.failure or "failed", **oom_record(outcome.oom_retries,
-                                                                             outcome.batch_size_final)})

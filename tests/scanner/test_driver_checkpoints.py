@@ -88,3 +88,14 @@ def test_a_trial_that_fails_after_halving_its_batch_keeps_the_oom_tags(driver, s
     assert driver.writer.flush(timeout_s=60)
     tags = sqlite_store.client.get_run(driver.writer.run_id("orig")).data.tags
     assert (tags[Tag.OOM_RETRIES], tags[Tag.BATCH_SIZE_FINAL]) == ("2", "8")
+
+
+def test_a_retry_says_whether_it_starts_from_a_checkpoint_or_from_the_start(driver, tmp_path, capsys):
+    driver.progress.quiet = False
+    driver.on_trial_recover(0, [], SimpleNamespace(trial_id="orig"))
+    driver.on_checkpoint(0, [], SimpleNamespace(trial_id="orig"), checkpoint(tmp_path, "ck", '{"epoch": 1}'))
+    driver.on_trial_recover(0, [], SimpleNamespace(trial_id="orig"))
+    said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines() if "retrying" in line]
+    label = driver.trials["orig"].label
+    assert said == [f"trial {label} died; retrying from the start (it had no checkpoint yet)",
+                    f"trial {label} died; retrying from its last epoch checkpoint"], said
