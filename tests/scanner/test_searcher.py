@@ -11,7 +11,7 @@ from ray.tune.search import Searcher
 
 import scanner.sweep.searcher
 from scanner.sweep.results import BASELINE_KEY
-from scanner.sweep.searcher import MAX_REASKS, TPE_REASKS, BaselineFirst, StudyHandle, baseline_twin, make_searcher
+from scanner.sweep.searcher import MAX_REASKS, REFUSED, TPE_REASKS, BaselineFirst, StudyHandle, baseline_twin, make_searcher
 from scanner.sweep.settle import fail_unfinished_study_trials
 from search_spaces import finite_points, load_space
 
@@ -147,6 +147,9 @@ def test_real_tpe_repeats_in_a_discrete_space_and_the_wrapper_stops_it(discrete_
         by_state.setdefault(t.state, []).append(t)
     assert len(by_state[optuna.trial.TrialState.COMPLETE]) == 12  # one per trial that ran, with its own value
     assert set(by_state) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}  # repeats: FAIL
+    refused = by_state.get(optuna.trial.TrialState.FAIL, [])
+    assert refused and all(t.user_attrs.get("scan_refused") == REFUSED and "mlflow_run_id" not in t.user_attrs
+                           for t in refused)
 
 
 def test_the_baseline_config_is_never_handed_out_again(discrete_space, tmp_path):
@@ -191,3 +194,25 @@ def test_the_study_says_what_each_trial_became(discrete_space):
     assert fail_unfinished_study_trials(StudyHandle("dedup", storage)) == 1
     crashed = optuna.load_study(study_name="dedup", storage=storage).trials[by_id["crashed"].number]
     assert crashed.state.name == "FAIL" and crashed.user_attrs["scan_status"] == "failed"
+
+
+def test_a_multi_objective_study_keeps_a_stopped_trial_complete_and_says_it_was_stopped(discrete_space):
+    """Optuna keeps no intermediate values for several objectives, so an ASHA-stopped trial cannot be PRUNED there:
+    it is COMPLETE with its values, and ``scan_status`` says it was stopped early; refused repeats say so too."""
+    objective = replace(discrete_space.objective, also=(replace(discrete_space.objective, metric="val/loss",
+                                                                mode="min"),))
+    space = replace(discrete_space, objective=objective)
+    storage = optuna.storages.InMemoryStorage()
+    searcher = make_searcher(space, storage, run_ids=lambda trial_id: f"run-of-{trial_id}")
+    searcher.set_search_properties(["val/accuracy", "val/loss"], ["max", "min"], {})
+    searcher.suggest("base")
+    for trial_id in ("done", "stopped"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("done", {"val/accuracy": 0.6, "val/loss": 0.9, "epoch": 2})
+    searcher.on_trial_result("stopped", {"val/accuracy": 0.3, "val/loss": 1.2, "training_iteration": 1})
+    searcher.on_trial_complete("stopped", {"val/accuracy": 0.3, "val/loss": 1.2, "epoch": 1})
+    by_id = {t.user_attrs["scan_trial_id"]: t for t in optuna.load_study(study_name="dedup", storage=storage).trials}
+    assert by_id["done"].state.name == "COMPLETE" and by_id["done"].values == [0.6, 0.9]
+    assert by_id["stopped"].state.name == "COMPLETE" and by_id["stopped"].values == [0.3, 1.2]
+    assert by_id["stopped"].user_attrs["scan_status"] == "stopped_early"
+    assert by_id["stopped"].user_attrs["mlflow_run_id"] == "run-of-stopped"
