@@ -10,10 +10,11 @@ import yaml
 
 from scanner.sweep.driver import SweepDriver
 from scanner.sweep.progress import ProgressLine
-from scanner.sweep.results import EPOCH_KEY, EPOCH_MARK, FAILURE_KEY, becomes_best, read_mark, write_mark
+from scanner.sweep.results import EPOCH_KEY, EPOCH_MARK, FAILURE_KEY, IS_BEST_KEY, becomes_best, read_mark, write_mark
 from scanner.sweep.states import SweepInfo, TrialState
 from search_spaces import load_space
-from trainables.contract import Tag
+from trainables.checkpoint import write_confusion
+from trainables.contract import Status, Tag
 from trainables.reporting import oom_record
 
 SPACE = {"name": "marks", "task": "classification", "data": {"path": "events.h5"},
@@ -99,3 +100,29 @@ def test_a_retry_says_whether_it_starts_from_a_checkpoint_or_from_the_start(driv
     label = driver.trials["orig"].label
     assert said == [f"trial {label} died; retrying from the start (it had no checkpoint yet)",
                     f"trial {label} died; retrying from its last epoch checkpoint"], said
+
+
+def test_a_trial_at_chance_that_predicts_one_class_is_flagged_on_its_run_and_in_the_console(driver, sqlite_store,
+                                                                                          tmp_path, capsys):
+    """Its training loss fell by half, its best validation accuracy sits at the majority-class reference, and its
+    best epoch's confusion matrix has one column: the three flags, on the run's scan.flags and in one line."""
+    driver.info.reference = {"ref/val/accuracy": 0.40, "ref/val/accuracy_err": 0.02}
+    driver.progress.quiet = False
+    trial = SimpleNamespace(trial_id="orig")
+    for epoch, loss, accuracy in ((1, 1.0, 0.39), (2, 0.5, 0.38)):
+        metrics = {"train/loss": loss, "val/accuracy": accuracy, "best/val/accuracy": 0.39,
+                   "best/val/accuracy_err": 0.02, "best/epoch": 1.0}
+        driver.on_trial_result(0, [], trial, {**metrics, EPOCH_KEY: epoch, IS_BEST_KEY: epoch == 1})
+        if epoch == 1:
+            folder = checkpoint(tmp_path, "best", '{"epoch": 1, "is_best": true}')
+            write_confusion(tmp_path / "best", ["NC", "nueCC", "numuCC"], [[0, 40, 0], [0, 39, 0], [0, 21, 0]])
+            driver.on_checkpoint(0, [], trial, folder)
+    state = driver.trials["orig"]
+    state.epochs = state.max_epochs
+    driver.finish(state, Status.COMPLETED)
+    assert driver.writer.flush(timeout_s=60)
+    tags = sqlite_store.client.get_run(driver.writer.run_id("orig")).data.tags
+    assert tags[Tag.FLAGS] == "chance,single_class,below_reference"
+    said = [line for line in capsys.readouterr().out.splitlines() if "flagged" in line]
+    assert len(said) == 1 and said[0].endswith("flagged: chance, single_class, below_reference (see docs/mlflow.md, "
+                                               "scan.flags)"), said
