@@ -5,6 +5,7 @@ export exits 1 leaving nothing, bad input is one line and exit 2."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import onnx
 import pytest
@@ -50,6 +51,27 @@ def test_export_of_a_checkpoint_folder_logs_nothing(tiny_checkpoint, tiny_h5, tm
     meta = metadata(tmp_path / "m.onnx")
     assert meta["run_id"] == "" and len(meta["data_hash"]) == 16  # hashed from the file itself
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_opset_parity_data_and_tolerance_do_what_they_say(store, tiny_checkpoint, tiny_h5, tmp_path, capsys):
+    """--opset is the file's opset; --parity-data reads a moved events file; --tolerance 0 refuses any difference
+    (max |Δ| of a float graph against torch is never exactly 0 here: the test needs that, and checks it)."""
+    uri, client = store
+    moved = tmp_path / "moved" / "events.h5"
+    moved.parent.mkdir()
+    shutil.copyfile(tiny_h5, moved)
+    run_id = hand_run(client, "exp", tiny_checkpoint, tmp_path / "gone.h5")  # the run names a file that has moved
+    out = tmp_path / "model.onnx"
+    assert main(["export", run_id, "--out", str(out), "--tracking-uri", uri, "--opset", "20",
+                 "--parity-data", str(moved), "--parity-events", "32"]) == 0
+    assert f"validation events of {moved}" in capsys.readouterr().out
+    model = onnx.load(str(out), load_external_data=False)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [20]
+    assert client.get_run(run_id).data.metrics["export/max_abs_diff"] > 0
+    strict = tmp_path / "strict.onnx"
+    assert main(["export", run_id, "--out", str(strict), "--tracking-uri", uri, "--parity-data", str(moved),
+                 "--parity-events", "32", "--tolerance", "0"]) == 1
+    assert "export refused, nothing written" in capsys.readouterr().err and not strict.exists()
 
 
 def test_a_broken_export_exits_1_and_leaves_nothing(store, tiny_checkpoint, tiny_h5, tmp_path, monkeypatch, capsys):
