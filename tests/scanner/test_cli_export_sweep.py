@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from mlflow.tracking import MlflowClient
 
+from reports import build_report
 from reports._explain import explain_blocks
 from reports._plots import Figure
 from scanner.cli import main
@@ -53,3 +54,9 @@ def test_export_and_explain_of_the_sweeps_best_trial(tiny_sweep, tmp_path, capsy
     folder = client.download_artifacts(best.run_id, "explain", str(tmp_path / "downloaded"))
     figures = [b for b in explain_blocks(folder) if isinstance(b, Figure)]
     assert len(figures) == 6 and all(f.png.startswith(b"\x89PNG") for f in figures)  # 2 per class, 3 classes
+
+    # the report's "best trial in detail" shows them: the leader is the trial best-of: named
+    index = build_report("tiny", uri, tmp_path / "report", log_to_parent=False)
+    markdown = (index.parent / "report.md").read_text()
+    shown = [f.key for f in figures if f"figures/{f.key}.png" in markdown]
+    assert shown == [f.key for f in figures] and "scanner explain" in index.read_text(), shown
