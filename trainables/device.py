@@ -114,8 +114,8 @@ def pick_device(gpu_requested: bool | None = None, environ: Mapping[str, str] = 
 
 
 def wait_at_barrier(spec: str, line: str, timeout_s: float = BARRIER_TIMEOUT_S) -> int:
-    """``<folder>:<n>``: leave ``line`` in ``<folder>/<pid>``, then wait until ``n`` files are there (or the timeout).
-    Returns how many trials had arrived."""
+    """``<folder>:<n>``: leave ``line`` in ``<folder>/<pid>``, then wait until ``n`` files are there. Returns how many
+    trials had arrived; a timeout also leaves ``<folder>/timeout-<pid>`` saying so, since the trial goes on."""
     folder, _, count = spec.rpartition(":")
     if not folder or not count.isdigit():
         raise BadInput(f"{START_BARRIER}={spec!r}: expected <folder>:<number of trials>")
@@ -123,6 +123,7 @@ def wait_at_barrier(spec: str, line: str, timeout_s: float = BARRIER_TIMEOUT_S) 
     deadline = time.monotonic() + timeout_s
     while (arrived := sum(1 for p in Path(folder).iterdir() if p.name.isdigit())) < int(count):
         if time.monotonic() > deadline:
+            atomic_write_text(Path(folder) / f"timeout-{os.getpid()}", f"{arrived} of {count} arrived\n")
             break
         time.sleep(0.2)
     return arrived

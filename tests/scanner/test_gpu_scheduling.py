@@ -71,6 +71,7 @@ def test_half_gpu_trials_run_eight_at_once_on_four_logical_gpus(tmp_path, gpu_cl
     markers = {p.name: p.read_text().strip() for p in barrier.iterdir() if p.name.isdigit()}
     lines = [DEVICE_LINE.fullmatch(text) for text in markers.values()]
     assert len(markers) == 8 and all(lines), markers
+    assert not [p.read_text() for p in barrier.glob("timeout-*")]  # all 8 met at the barrier: none gave up waiting
     assert all(m[1] == "cpu" and "SCANNER_ALLOW_CPU_FALLBACK=1" in m[3] for m in lines), markers
     assert all(re.fullmatch(r"[0-3]", m[2]) for m in lines), markers  # Ray set one device id per trial
     assert Counter(m[2] for m in lines) == {"0": 2, "1": 2, "2": 2, "3": 2}, markers  # two trials per GPU

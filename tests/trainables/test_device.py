@@ -94,7 +94,9 @@ def test_start_barrier_waits_for_the_others_and_leaves_the_device_line(tmp_path)
     (tmp_path / "4242").write_text("scanner: trial device cpu (CUDA_VISIBLE_DEVICES=1)\n")  # a trial already there
     assert wait_at_barrier(f"{tmp_path}:2", "scanner: trial device cpu (CUDA_VISIBLE_DEVICES=0)", timeout_s=60) == 2
     assert (tmp_path / str(os.getpid())).read_text() == "scanner: trial device cpu (CUDA_VISIBLE_DEVICES=0)\n"
+    assert not list(tmp_path.glob("timeout-*"))
     assert wait_at_barrier(f"{tmp_path}:3", "line", timeout_s=0.3) == 2  # nobody else comes: it gives up
+    assert (tmp_path / f"timeout-{os.getpid()}").read_text() == "2 of 3 arrived\n"  # and says so
     late = threading.Timer(0.5, lambda: (tmp_path / "5151").write_text("a third trial\n"))
     late.start()
     assert wait_at_barrier(f"{tmp_path}:3", "line", timeout_s=600) == 3  # it waited for the late one
