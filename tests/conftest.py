@@ -39,3 +39,4 @@ from fixtures_tracking import *  # noqa: E402,F401,F403  a sqlite MLflow store p
 from fixtures_cli import *  # noqa: E402,F401,F403  the CLI as a user runs it, a small events file, a pretrained run
 from fixtures_checkpoint import *  # noqa: E402,F401,F403  trained tiny checkpoints, built once per session
 from fixtures_cluster import *  # noqa: E402,F401,F403  a Ray cluster of real processes on loopback
+from fixtures_telemetry import *  # noqa: E402,F401,F403  recorded GPU structures, scripted CUDA events and clocks
