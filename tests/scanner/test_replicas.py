@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from fixtures_faults import runs_of, study_of
+from mlflow.tracking import MlflowClient
 
 from reports import load_sweep, rank
 
@@ -57,3 +58,21 @@ def test_replicas_stay_out_of_the_study_and_the_report(replicated_sweep):
     sweep = load_sweep(replicated_sweep.name, replicated_sweep.uri)
     assert not [t for t in sweep.trials if "scan.replica_of" in t.tags]
     assert len(rank(sweep).rows) == 3  # 2 searched + the baseline
+
+
+def test_a_replica_trains_to_its_originals_best_epoch_with_another_seed_each_epoch_once(replicated_sweep):
+    """The epochs at which the original reached its best, no more; another seed gives other figures; the kill and
+    the resume logged no epoch twice."""
+    client = MlflowClient(replicated_sweep.uri)
+    runs = [r for r in runs_of(replicated_sweep.uri, replicated_sweep.name) if r.info.status != "KILLED"]
+    by_trial = {r.data.tags["scan.trial_id"]: r for r in runs if "scan.trial_id" in r.data.tags}
+    replicas = [r for r in runs if "scan.replica_of" in r.data.tags]
+    assert replicas
+    for replica in replicas:
+        original = by_trial[replica.data.tags["scan.replica_of"]]
+        steps = [m.step for m in client.get_metric_history(replica.info.run_id, "val/loss")]
+        assert len(steps) == len(set(steps)), f"an epoch logged twice in {replica.info.run_name}"
+        assert max(steps) == int(original.data.metrics["best/epoch"]), replica.info.run_name
+        mine = {m.step: m.value for m in client.get_metric_history(replica.info.run_id, "val/loss")}
+        theirs = {m.step: m.value for m in client.get_metric_history(original.info.run_id, "val/loss")}
+        assert any(mine[step] != theirs.get(step) for step in mine), f"{replica.info.run_name} trained as its original"
