@@ -61,15 +61,13 @@ def labelled_variants(files: list[Path], labels: list[str]) -> list[tuple[str, P
 
 def run_evaluate(args) -> int:
     # reason: torch, MLflow and the reports load only when the verb runs, not for `scanner --help`
-    from mlflow.tracking import MlflowClient
-
-    # the evaluation loads torch and MLflow: not for --help
+    from reports import client_for
     from scanner import systematics as syst
     from scanner.tracking import check_reachable
 
     labelled = labelled_variants(args.data, args.label)
     check_reachable(args.tracking_uri)
-    client = MlflowClient(args.tracking_uri)
+    client = client_for(args.tracking_uri, sought=f"'{args.target}'")  # reading: a missing store is not created
     runs = syst.target_runs(args.target, args.tracking_uri, client)
     checkpoints = syst.load_checkpoints(runs, args.target, args.tracking_uri, client)
     jobs = syst.plan_jobs(checkpoints, labelled, args.split)
