@@ -128,11 +128,13 @@ def resume_sweep(name: str, tracking_uri: str | None = None, quiet: bool = False
         put_back_if_damaged(experiment)
     if not quiet:
         print(f"scanner resume: {name} was interrupted {PHASE_TEXT[sweep.phase]}; going on from there", flush=True)
-    return live(sweep, restore=resumable(sweep), quiet=quiet, space_path=str(sweep.space.source_path))
+    return live(sweep, restore=resumable(sweep), quiet=quiet, space_path=None)  # its folder is not ours to undo
 
 
-def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str) -> int:
-    """The phases, in order. Exit status 0, or 1 when trials failed."""
+def live(sweep: Sweep, restore: bool, quiet: bool, space_path: str | None) -> int:
+    """The phases, in order. Exit status 0, or 1 when trials failed. ``space_path``: the YAML of a ``scanner run``
+    that has just created the sweep's folder (a Ctrl-C before Tune's first snapshot undoes that start); None for a
+    resume, whose folder an interruption never removes."""
     life = Life(sweep, restore, ProgressLine(sweep.space.objective.metric, sweep.space.objective.mode, quiet))
     # Tune's banner and tables off (the driver prints progress); Ctrl-C reaches us, not Tune's own handler
     with scoped_environ(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_SIGINT_HANDLER="1"), life.ctrl_c, \
@@ -315,10 +317,11 @@ def end_runs_directly(life: Life, why: str) -> list[str]:
     return life.writer.end_runs_directly(why, NO_SPACE_FLUSH_S, experiment_id, {Tag.INSTANCE: life.sweep.instance})
 
 
-def interrupted(life: Life, space_path: str) -> Interrupted:
-    """A Ctrl-C: before Tune saved its state, the start is undone; after it, the sweep waits for a resume."""
+def interrupted(life: Life, space_path: str | None) -> Interrupted:
+    """A Ctrl-C: before Tune saved its state, the start of a ``scanner run`` is undone; after it, or in a resume, the
+    sweep waits for a resume."""
     sweep = life.sweep
-    if not life.restore and not resumable(sweep):
+    if space_path is not None and not life.restore and not resumable(sweep):
         if life.writer is not None:
             life.writer.delete_run(PARENT_KEY)
         close(life)

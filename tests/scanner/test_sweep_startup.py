@@ -60,6 +60,29 @@ def test_driver_error_during_fit_ends_every_run(tiny_space, monkeypatch, ray_ses
     assert (scans_root() / "startup" / "scan.json").exists()  # kept: 'scanner resume' needs it
 
 
+def test_ctrl_c_while_a_resume_starts_keeps_the_sweep_and_names_scanner_resume(tiny_space, monkeypatch, ray_session):
+    """A sweep stopped before Tune's first snapshot, then resumed, then interrupted at once: the folder stays (it is
+    not that process's start to undo), no run is left RUNNING, and the line sends the user to scanner resume."""
+    space, uri = tiny_space
+
+    class Tuner:
+        def __init__(self, error: BaseException):
+            self.error = error
+
+        def fit(self):
+            raise self.error
+
+    monkeypatch.setattr(lifecycle, "new_tuner", lambda sweep, driver: Tuner(RuntimeError("controller bug")))
+    with pytest.raises(RuntimeError, match="controller bug"):
+        lifecycle.run_sweep(str(space), uri, quiet=True)
+    monkeypatch.setattr(lifecycle, "new_tuner", lambda sweep, driver: Tuner(KeyboardInterrupt()))
+    with pytest.raises(lifecycle.Interrupted, match="finish the sweep with 'scanner resume startup'"):
+        lifecycle.resume_sweep("startup", uri, quiet=True)
+    assert (scans_root() / "startup" / "scan.json").exists() and (scans_root() / "startup" / "space.yaml").exists()
+    _, runs = _parent(uri, "startup")
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+
+
 def test_private_ray_runs_trials_at_normal_priority(tmp_path):
     """Ray's own default is nice 15: every other process, the driver included, would preempt the trials. The
     setting lasts only while Ray starts: the process keeps the environment it had."""
