@@ -6,6 +6,7 @@ Runs inside a Tune worker. Ray 2.60 runs Train V2: ``ray.tune.report`` / ``tune.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class TuneReporter:
     def __init__(self, objective: str = "val/accuracy", mode: str = "max"):
         self.objective, self.mode = objective, mode
         self.last_epoch = 0
+        # the restored checkpoint, held while the trial runs: Tune's own folder when it is local (to_directory would
+        # copy it into the system temp folder and leave it there); a remote one is downloaded, then removed
+        self.held = contextlib.ExitStack()
 
     def resume_from(self) -> Path | None:
         """The newest kept checkpoint whose state loads: a truncated latest one (a kill during the copy, a full
@@ -64,7 +68,7 @@ class TuneReporter:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        latest = Path(checkpoint.to_directory())
+        latest = Path(self.held.enter_context(checkpoint.as_directory()))
         kept = sorted(Path(tune.get_context().get_trial_dir()).glob(CHECKPOINT_GLOB), reverse=True)
         folder, skipped = newest_loadable([latest, *[k for k in kept if k != latest]])
         for bad, why in skipped:
@@ -88,7 +92,8 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     space = ctx.space
     reporter = TuneReporter(space.objective.metric, space.objective.mode)
     try:  # the spec too: a config that cannot resolve fails the same way on every retry
-        outcome = train_trial(trial_spec(config, ctx), reporter)
+        with reporter.held:
+            outcome = train_trial(trial_spec(config, ctx), reporter)
     except Exception as exc:  # noqa: BLE001  only errors no retry can change are caught; the rest go to Tune
         if not is_recurring(exc):
             raise  # a lost node, a killed worker: Tune retries from the last epoch checkpoint

@@ -5,10 +5,14 @@ Ray's two session calls are stood in for (no Tune session runs here)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import tempfile
 from types import SimpleNamespace
 
 from fixtures_loop import KeepingReporter, make_spec
+from ray import tune
+
 from scanner.sweep import trial as trial_module
 from scanner.sweep.trial import TuneReporter
 from scanner.sweep.tuner import stand_ins_for_deleted_checkpoints
@@ -27,7 +31,8 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tiny_h5, tmp_path
     state = latest / Artifact.STATE
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])  # truncated mid-copy
 
-    monkeypatch.setattr(trial_module.tune, "get_checkpoint", lambda: SimpleNamespace(to_directory=lambda: str(latest)))
+    monkeypatch.setattr(trial_module.tune, "get_checkpoint",
+                        lambda: SimpleNamespace(as_directory=lambda: contextlib.nullcontext(str(latest))))
     monkeypatch.setattr(trial_module.tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
     folder = TuneReporter().resume_from()
     assert folder == trial_dir / "checkpoint_000001" and load_state(folder)["epoch"] == 2
@@ -51,10 +56,30 @@ def test_a_checkpoint_deleted_before_tunes_snapshot_is_stood_in_for_and_the_newe
         assert sorted(made) == [trial_dir / "checkpoint_000000", named]
         assert named.is_dir()  # Tune's "does not exist on storage anymore" check passes
         monkeypatch.setattr(trial_module.tune, "get_checkpoint",
-                            lambda: SimpleNamespace(to_directory=lambda: str(named)))
+                            lambda: SimpleNamespace(as_directory=lambda: contextlib.nullcontext(str(named))))
         monkeypatch.setattr(trial_module.tune, "get_context",
                             lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
         folder = TuneReporter().resume_from()
         assert folder == trial_dir / "checkpoint_000002" and load_state(folder)["epoch"] == 3
     assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000002"]  # the stand-ins are gone
     assert (experiment / "run_trial_00001" / "checkpoint_000000").is_dir()
+
+
+def test_a_local_checkpoint_is_read_where_tune_keeps_it_not_copied_to_the_temp_folder(tiny_h5, tmp_path,
+                                                                                      monkeypatch):
+    """Ray's to_directory() copies a checkpoint into the system temp folder and leaves it there: one copy per resumed
+    trial. A real local tune.Checkpoint is read in place while the trial holds it."""
+    kept = tmp_path / "kept"
+    train_trial(make_spec(tiny_h5, tmp_path / "scratch", epochs=1), KeepingReporter(kept))
+    trial_dir = tmp_path / "trial"
+    shutil.copytree(kept / "epoch1", trial_dir / "checkpoint_000000")
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    checkpoint = tune.Checkpoint.from_directory(str(trial_dir / "checkpoint_000000"))
+    monkeypatch.setattr(trial_module.tune, "get_checkpoint", lambda: checkpoint)
+    monkeypatch.setattr(trial_module.tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
+    reporter = TuneReporter()
+    with reporter.held:
+        assert reporter.resume_from() == trial_dir / "checkpoint_000000"
+    assert list(system_temp.iterdir()) == []

@@ -84,3 +84,4 @@ def test_optuna_agrees_with_mlflow(faulted):
 
 def test_no_scratch_checkpoint_left_in_the_system_temp_folder(faulted):
     assert not list(faulted.tmpdir.glob("ckpt-*")), "scratch checkpoints leaked into TMPDIR"
+    assert not list(faulted.tmpdir.glob("checkpoint_tmp_*")), "copies of restored checkpoints leaked into TMPDIR"
