@@ -95,6 +95,22 @@ def test_without_logged_errors_the_headlines_claim_no_significance():
     assert syst.rows[0][4:] == ["−0.03 ± ?", "?"]  # shift, |shift| / σ
 
 
+@pytest.mark.parametrize("leader_test, baseline_test, expected", [
+    # test figures 1 point of error each: the difference has sqrt(2) points, P(better) = Phi(delta / 1.414 points)
+    (0.86, 0.80, "**t01 beats the baseline by 6.0 ± 1.4 % accuracy** (P > 0.999, one seed;"),
+    (0.812, 0.805, "**No finalist is distinguishable from the baseline** (leader t01: +0.7 ± 1.4 % accuracy, "
+                   "P(better) = 0.69; test split)."),
+    (0.74, 0.80, "**The baseline beats the leader t01 on the test split** by 6.0 ± 1.4 % accuracy "
+                 "(P(leader better) < 0.001)."),  # validation ranked t01 first; the test split says otherwise
+])
+def test_the_headline_says_which_of_the_three_holds_with_its_probability(leader_test, baseline_test, expected):
+    trials = [trial("t00", 0.80, baseline=True, extra={"test/accuracy": baseline_test, "test/accuracy_err": 0.01}),
+              trial("t01", 0.86, extra={"test/accuracy": leader_test, "test/accuracy_err": 0.01})]
+    ranking = rank(sweep_of(trials))
+    line = headline(analyse_lead(ranking, {}), ranking.sweep.pretty)
+    assert line.startswith(expected), line
+
+
 def test_a_per_class_fraction_lead_is_told_in_percentage_points():
     trials = []
     for label, value, baseline in (("t00", 0.70, True), ("t01", 0.80, False)):
