@@ -123,9 +123,16 @@ def metric_key(name: str) -> str:
     """A class or target name as it appears inside a metric name: every character other than a letter, a digit,
     ``_``, ``-`` or ``.`` becomes ``_`` (``nue+CC`` -> ``nue_CC``, ``CC(1pi)`` -> ``CC_1pi_``).
 
-    MLflow refuses most punctuation in metric names, and ``/`` would add a level to the name. The real names stay in
-    the ``scan.class_names`` / ``scan.target_names`` tags, ``confusion.json`` and the report."""
-    return _UNSAFE.sub("_", str(name)) or "_"
+    MLflow refuses most punctuation in metric names, and ``/`` would add a level to the name; it also refuses a
+    level that is only dots (``.``, ``..``), which becomes underscores. The real names stay in the
+    ``scan.class_names`` / ``scan.target_names`` tags, ``confusion.json`` and the report."""
+    key = _UNSAFE.sub("_", str(name)) or "_"
+    return key if key.strip(".") else "_" * len(key)
+
+
+# MLflow takes metric names up to 250 characters; the longest name around a class or target key is
+# `seeds/syst/<label>/efficiency/<key>_err`, so a key of 100 leaves room for a label of 100.
+MAX_METRIC_KEY = 100
 
 
 def colliding_keys(names: Iterable[str]) -> dict[str, list[str]]:

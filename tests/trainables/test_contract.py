@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from trainables.config import DataConfig
-from trainables.contract import colliding_keys, is_fraction, logged_metrics, metric_key, tag_value
+from trainables.contract import MAX_METRIC_KEY, colliding_keys, is_fraction, logged_metrics, metric_key, tag_value
 from trainables.data import open_events
 from trainables.errors import BadInput
 from trainables.metrics import classification_metrics, prefixed, regression_metrics
@@ -51,6 +52,26 @@ def test_every_metric_of_hostile_class_names_is_accepted_by_mlflow(tmp_path):
                                                                              **prefixed(reg, "val")}.items()])
     assert set(client.get_run(run.info.run_id).data.metrics) == set(prefixed(metrics, "val")) | set(
         prefixed(reg, "val"))
+
+
+def test_a_name_of_only_dots_becomes_underscores_because_mlflow_refuses_such_a_level(tmp_path):
+    assert [metric_key(n) for n in (".", "..", "...", "a.b", ".5")] == ["_", "__", "___", "a.b", ".5"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    run = client.create_run(client.create_experiment("dots")).info.run_id
+    with pytest.raises(MlflowException):
+        client.log_metric(run, "val/efficiency/..", 0.5)  # why the rule exists
+    client.log_batch(run, metrics=[Metric(f"val/efficiency/{metric_key(n)}", 0.5, 0, 1) for n in (".", "..")])
+    assert set(client.get_run(run).data.metrics) == {"val/efficiency/_", "val/efficiency/__"}
+
+
+def test_a_class_name_too_long_for_mlflow_metric_names_is_refused_in_one_line(write_h5):
+    long = "n" * (MAX_METRIC_KEY + 1)
+    path = write_h5(images=np.zeros((6, 1, 4, 4), np.float32), labels=np.arange(6) % 2,
+                    attrs={"class_names": ["NC", long]})
+    with pytest.raises(BadInput, match=f"a name of {MAX_METRIC_KEY + 1} characters") as info:
+        open_events(DataConfig(path=str(path)), "classification")
+    assert "\n" not in str(info.value)
+    assert len(f"seeds/syst/{'l' * 100}/efficiency/{'n' * MAX_METRIC_KEY}_err") <= 250  # MLflow's limit
 
 
 def test_class_names_that_share_a_key_are_refused_in_one_line(write_h5):

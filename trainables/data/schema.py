@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from trainables.config import DataConfig
-from trainables.contract import colliding_keys
+from trainables.contract import MAX_METRIC_KEY, colliding_keys, metric_key
 from trainables.errors import BadInput
 from trainables.physics import DIRECTIONS
 
@@ -164,7 +164,13 @@ def _targets(f, path, cfg: DataConfig, n: int) -> tuple[list[str], str | None]:
 
 
 def _check_metric_keys(path, attribute: str, names: list[str]) -> None:
-    """Metric names carry each name through ``metric_key``; two names that meet there would mix their figures."""
+    """Metric names carry each name through ``metric_key``; two names that meet there would mix their figures, and
+    a key too long for MLflow's metric names would lose them."""
+    for name in names:
+        if len(metric_key(name)) > MAX_METRIC_KEY:
+            raise BadInput(f"{path}: attribute {attribute} has a name of {len(metric_key(name))} characters "
+                           f"({str(name)[:40]!r}...), too long for MLflow's metric names; fix: shorten it to at most "
+                           f"{MAX_METRIC_KEY} (for PNG imports, rename its folder)")
     for key, group in colliding_keys(names).items():
         raise BadInput(f"{path}: attribute {attribute} has {' and '.join(repr(n) for n in group)}, which share the "
                        f"metric name key '{key}' (characters other than letters, digits, _ - . become _); fix: rename "
