@@ -6,10 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 
-from fixtures_sweep import TINY_SPACE
+from fixtures_sweep import TINY_SPACE, free_port
+from mlflow.tracking import MlflowClient
 
 from scanner.cli import main
+from scanner.sweep.driver import SweepDriver
+from scanner.sweep.lifecycle import sweep_info
+from scanner.sweep.progress import ProgressLine
+from scanner.sweep.results import BASELINE_KEY
 from scanner.sweep.setup import create_folder, load_sweep_folder, prepare
+from scanner.tracking import MlflowWriter, ensure_experiment
+from trainables.contract import Tag
 
 TRANSFER = (TINY_SPACE.format(name="transfer", trials=2, epochs=1)
             .replace("  num_workers: 0\n", "  num_workers: 0\n  model: small_cnn_tiny\n  mode: finetune\n"
@@ -48,6 +55,27 @@ def test_the_sweep_keeps_the_run_and_trial_of_its_inits(pretrained, cli_h5, tmp_
     assert load_sweep_folder("transfer").init_sources == {"best-of:pretrain": source}
 
 
+def test_every_trial_of_a_transfer_sweep_names_the_run_and_trial_it_starts_from(pretrained, cli_h5, tmp_path,
+                                                                               monkeypatch):
+    """The driver's runs, baseline and searched trial alike, carry scan.init_run_id and scan.init_trial_id, so a
+    transfer chain can be followed in MLflow (the driver and its writer on the real store)."""
+    monkeypatch.chdir(tmp_path)
+    sweep = prepare(str(transfer_space(tmp_path, cli_h5)), pretrained.tracking_uri, None, None)
+    create_folder(sweep, str(sweep.space.source_path))
+    client = MlflowClient(pretrained.tracking_uri)
+    info = sweep_info(sweep, ensure_experiment(client, sweep.name))
+    writer = MlflowWriter(sweep.tracking_uri, sweep.journal)
+    driver = SweepDriver(info, writer, ProgressLine("val/accuracy", "max", quiet=True))
+    driver.adopt("base", {BASELINE_KEY: True}, "1_baseline")
+    driver.adopt("searched", {"lr": 2.0e-3}, "2_lr=0.002")
+    assert writer.flush(60)
+    run_ids = writer.run_ids()
+    assert writer.close(60)
+    for key in ("base", "searched"):
+        tags = client.get_run(run_ids[key]).data.tags
+        assert (tags[Tag.INIT_RUN_ID], tags[Tag.INIT_TRIAL_ID]) == (pretrained.run_id, pretrained.trial_id), key
+
+
 def test_train_of_a_sweep_file_warns_once_about_keys_only_the_baseline_gets(cli_h5, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     space = transfer_space(tmp_path, cli_h5)
@@ -57,3 +85,17 @@ def test_train_of_a_sweep_file_warns_once_about_keys_only_the_baseline_gets(cli_
     assert [line for line in err.splitlines() if "only under baseline:" in line] == [
         "warning: transfer.yaml: ema_decay=0.99 is set only under baseline:, so the searched trials train with the "
         "default ema_decay=0.0; move it to fixed: for every trial, or to space: to search"]
+
+
+def test_run_of_a_file_with_keys_only_the_baseline_gets_warns_before_anything_starts(cli_h5, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """The warning comes first, once: here the cluster named by --address is not there, so the run stops right
+    after it, in one line, and leaves nothing."""
+    monkeypatch.chdir(tmp_path)
+    space = transfer_space(tmp_path, cli_h5)
+    space.write_text(space.read_text().replace("  mode: finetune\n  init: best-of:pretrain\n", ""))
+    assert main(["run", str(space), "--address", f"127.0.0.1:{free_port()}"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[0].startswith("warning: transfer.yaml: ema_decay=0.99 is set only under baseline:")
+    assert len(err) == 2 and err[1].startswith("scanner run: ") and "--address" in err[1], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.h5", "transfer.yaml"]
