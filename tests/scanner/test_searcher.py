@@ -196,6 +196,31 @@ def test_the_study_says_what_each_trial_became(discrete_space):
     assert crashed.state.name == "FAIL" and crashed.user_attrs["scan_status"] == "failed"
 
 
+def run_of(trial_id: str) -> str:
+    """The MLflow run id the driver would give (picklable: Tune saves the searcher)."""
+    return f"run-of-{trial_id}"
+
+
+def test_a_crashed_trial_that_a_resume_finishes_becomes_complete_with_its_value(discrete_space, tmp_path):
+    """A crash is not told to Optuna; the searcher is saved (Tune's snapshot), restored by `scanner resume`, and the
+    trial then completes: the study has it COMPLETE with its best-epoch value, not FAIL. A sqlite study, as in a
+    sweep: an in-memory one would be copied by the snapshot."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = make_searcher(discrete_space, storage, run_ids=run_of)
+    searcher.set_search_properties("val/accuracy", "max", {})
+    searcher.suggest("base")
+    searcher.suggest("crashed")
+    searcher.on_trial_complete("crashed", None, error=True)
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    resumed = make_searcher(discrete_space, storage, run_ids=run_of)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_complete("crashed", {"val/accuracy": 0.6, "best/val/accuracy": 0.7, "epoch": 2})
+    assert fail_unfinished_study_trials(StudyHandle("dedup", storage)) == 0
+    (trial,) = optuna.load_study(study_name="dedup", storage=storage).trials
+    assert trial.state.name == "COMPLETE" and trial.value == 0.7
+    assert trial.user_attrs["scan_status"] == "completed" and trial.user_attrs["mlflow_run_id"] == "run-of-crashed"
+
+
 def test_a_multi_objective_study_keeps_a_stopped_trial_complete_and_says_it_was_stopped(discrete_space):
     """Optuna keeps no intermediate values for several objectives, so an ASHA-stopped trial cannot be PRUNED there:
     it is COMPLETE with its values, and ``scan_status`` says it was stopped early; refused repeats say so too."""
