@@ -101,7 +101,9 @@ class SweepDriver(Callback):
 
     def on_trial_recover(self, iteration, trials, trial: Trial, **info):
         state = self._state(trial)
-        where = "its last epoch checkpoint" if state.last_checkpoint else "the start (it had no checkpoint yet)"
+        # Tune's own record first: a resumed driver has not seen the checkpoints of the run before
+        kept = trial.checkpoint is not None or state.last_checkpoint
+        where = "its last epoch checkpoint" if kept else "the start (it had no checkpoint yet)"
         self.progress.say(f"trial {state.label} died; retrying from {where}")
 
     def on_trial_complete(self, iteration, trials, trial: Trial, **info):

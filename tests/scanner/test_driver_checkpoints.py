@@ -93,13 +93,17 @@ def test_a_trial_that_fails_after_halving_its_batch_keeps_the_oom_tags(driver, s
 
 def test_a_retry_says_whether_it_starts_from_a_checkpoint_or_from_the_start(driver, tmp_path, capsys):
     driver.progress.quiet = False
-    driver.on_trial_recover(0, [], SimpleNamespace(trial_id="orig"))
-    driver.on_checkpoint(0, [], SimpleNamespace(trial_id="orig"), checkpoint(tmp_path, "ck", '{"epoch": 1}'))
-    driver.on_trial_recover(0, [], SimpleNamespace(trial_id="orig"))
+    trial = SimpleNamespace(trial_id="orig", checkpoint=None)
+    driver.on_trial_recover(0, [], trial)
+    driver.on_checkpoint(0, [], trial, checkpoint(tmp_path, "ck", '{"epoch": 1}'))
+    driver.on_trial_recover(0, [], trial)
+    # after a resume this driver saw no checkpoint, but Tune's trial holds one
+    driver.on_trial_recover(0, [], SimpleNamespace(trial_id="rep", checkpoint=checkpoint(tmp_path, "rk", None)))
     said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines() if "retrying" in line]
-    label = driver.trials["orig"].label
-    assert said == [f"trial {label} died; retrying from the start (it had no checkpoint yet)",
-                    f"trial {label} died; retrying from its last epoch checkpoint"], said
+    orig, rep = driver.trials["orig"].label, driver.trials["rep"].label
+    assert said == [f"trial {orig} died; retrying from the start (it had no checkpoint yet)",
+                    f"trial {orig} died; retrying from its last epoch checkpoint",
+                    f"trial {rep} died; retrying from its last epoch checkpoint"], said
 
 
 def test_a_trial_at_chance_that_predicts_one_class_is_flagged_on_its_run_and_in_the_console(driver, sqlite_store,
