@@ -1,5 +1,6 @@
 """Private third-party APIs the scanner cannot avoid, each behind one small function that a test pins
-(tests/scanner/test_registries.py::test_the_restore_hook_still_reaches_the_run_config): when a library changes, one place breaks, loudly.
+(tests/scanner/test_registries.py::test_the_restore_hook_still_reaches_the_run_config): when a library changes, one
+place breaks, loudly.
 """
 
 from __future__ import annotations

@@ -249,9 +249,10 @@ def log_results(client: MlflowClient, results: list[Result], aggregates: dict[tu
     epochs = {r.job.checkpoint.run.info.run_id: r.job.checkpoint.epoch for r in results}
     for r in results:
         run_id = r.job.checkpoint.run.info.run_id
-        _log_metrics(client, run_id, {f"{syst_prefix(r.job.label)}/{k}": v for k, v in r.metrics.items()}, epochs[run_id])
+        prefix = syst_prefix(r.job.label)
+        _log_metrics(client, run_id, {f"{prefix}/{k}": v for k, v in r.metrics.items()}, epochs[run_id])
         for path in r.artifacts:
-            client.log_artifact(run_id, str(path), syst_prefix(r.job.label))
+            client.log_artifact(run_id, str(path), prefix)
     for (run_id, _label), metrics in aggregates.items():
         _log_metrics(client, run_id, metrics, epochs[run_id])
 
@@ -286,10 +287,11 @@ def shift_table(results: list[Result], aggregates: dict[tuple[str, str], dict[st
         ck = by_run[run_id]
         figure, logged = HEADLINE[ck.trained.task], ck.run.data.metrics
         seeds = 1 + sum(r.job.label == label and r.job.checkpoint.replica_of == ck.trial_id for r in results)
-        mean_nominal, mean = logged.get(f"{SEEDS_TEST}/{figure}"), aggregate.get(f"{SEEDS}/{syst_prefix(label)}/{figure}")
+        nominal, variant = f"{SEEDS_TEST}/{figure}", f"{SEEDS}/{syst_prefix(label)}/{figure}"
+        mean_nominal, mean = logged.get(nominal), aggregate.get(variant)
         rows.append((f"{ck.short_name}: mean of {seeds} seeds (± spread)", label, figure,
-                     _value(mean_nominal, logged.get(f"{SEEDS_TEST}/{figure}_std")),
-                     _value(mean, aggregate.get(f"{SEEDS}/{syst_prefix(label)}/{figure}_std")), _shift(mean_nominal, mean)))
+                     _value(mean_nominal, logged.get(f"{nominal}_std")),
+                     _value(mean, aggregate.get(f"{variant}_std")), _shift(mean_nominal, mean)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 

@@ -107,7 +107,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
 
 
 def trial_spec(config: dict[str, Any], ctx: SweepContext) -> TrialSpec:
-    """What one trial trains; a config that cannot resolve (an init whose checkpoint went) raises BadInput here."""
+    """What one trial trains; a config that cannot resolve raises BadInput here."""
     space = ctx.space
     return TrialSpec(
         task=space.task,

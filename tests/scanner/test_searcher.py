@@ -11,7 +11,8 @@ from ray.tune.search import Searcher
 
 import scanner.sweep.searcher
 from scanner.sweep.results import BASELINE_KEY
-from scanner.sweep.searcher import MAX_REASKS, REFUSED, TPE_REASKS, BaselineFirst, StudyHandle, baseline_twin, make_searcher
+from scanner.sweep.searcher import (MAX_REASKS, REFUSED, TPE_REASKS, BaselineFirst, StudyHandle, baseline_twin,
+                                    make_searcher)
 from scanner.sweep.settle import fail_unfinished_study_trials
 from search_spaces import finite_points, load_space
 

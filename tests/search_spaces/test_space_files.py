@@ -125,7 +125,8 @@ def test_a_cpu_sweep_says_once_in_one_line_which_gpu_keys_it_ignores(tmp_path, c
     doc = {**DOC, "fixed": {**DOC["fixed"], "channels_last": True}, "space": {**DOC["space"],
            "amp": {"choice": ["bf16", "off"]}}}
     warn_ignored_on_cpu(load_space(write(tmp_path, doc), require_data=False))
-    assert capsys.readouterr().err.splitlines() == ["scanner: amp, channels_last are ignored on CPU (resources.gpu is 0)"]
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["scanner: amp, channels_last are ignored on CPU (resources.gpu is 0)"]
     warn_ignored_on_cpu(load_space(write(tmp_path, DOC, "plain.yaml"), require_data=False))
     gpu = {**doc, "resources": {"gpu": 1}}
     warn_ignored_on_cpu(load_space(write(tmp_path, gpu, "gpu.yaml"), require_data=False))
