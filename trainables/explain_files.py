@@ -62,8 +62,7 @@ def draw_event(ex: Explanation, ev: EventMaps, pix: float | None, units: str | N
     import matplotlib
 
     matplotlib.use("Agg")
-    # pyplot (~0.5 s) only when drawing
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen: no display on a batch node
 
     c, h, w = ev.image.shape
     rows = 1 + len(ev.targets)

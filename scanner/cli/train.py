@@ -53,7 +53,6 @@ class MlflowRunReporter:
         # MLflow and torch load here, not for --help
         from mlflow.entities import Metric
 
-        # MLflow and torch load here, not for --help
         from scanner.tracking import MAX_BATCH_METRICS, log_checkpoint_artifacts
 
         now = int(time.time() * 1000)

@@ -86,8 +86,7 @@ def display_events(cfg: DataConfig, ev: EventFile, task: str, out) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    # pyplot (~0.5 s) only when drawing
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen: no display on a batch node
 
     rows = _display_rows(cfg, ev, task)
     with open_h5(cfg.path) as f:
