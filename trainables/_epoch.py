@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from trainables.schedules import LRSchedule, create_optimizer, create_schedule
 from trainables.telemetry import EpochTelemetry
 
 NAN_CHECK_EVERY = 100  # steps between loss syncs: a NaN is caught early without a GPU sync every step
-OOM_HOOK_ENV = "SCANNER_TEST_OOM_AT"  # tests: "epoch:step[,epoch:step]" raises torch.OutOfMemoryError there
+OOM_HOOK_ENV = "SCANNER_TEST_OOM_AT"  # tests: "epoch:step[:min_batch][,...]" raises torch.OutOfMemoryError there
 
 
 def amp_dtype_for(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
@@ -44,15 +44,22 @@ def memory_format_for(cfg: TrialConfig, device: torch.device) -> torch.memory_fo
     return torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.contiguous_format
 
 
-def oom_points(text: str | None) -> list[tuple[int, int]]:
-    """``SCANNER_TEST_OOM_AT`` = "3:120,3:120" -> [(3, 120), (3, 120)]: each entry raises once, in that order."""
+class OomPoint(NamedTuple):
+    epoch: int
+    step: int
+    min_batch: int = 0  # only a trial whose batch is at least this large runs out, as a huge batch would
+
+
+def oom_points(text: str | None) -> list[OomPoint]:
+    """``SCANNER_TEST_OOM_AT`` = "3:120,3:120" -> two points, each passed once, in that order; "2:1:64" raises at
+    epoch 2 step 1 only in a trial whose batch size is at least 64 (so a sweep can have one trial run out)."""
     points = []
     for item in (text or "").split(","):
         if item.strip():
-            epoch, sep, step = item.partition(":")
-            if not sep or not epoch.strip().isdigit() or not step.strip().isdigit():
-                raise BadInput(f"{OOM_HOOK_ENV}={text}: expected epoch:step[,epoch:step], e.g. 1:2")
-            points.append((int(epoch), int(step)))
+            numbers = [n.strip() for n in item.split(":")]
+            if len(numbers) not in (2, 3) or not all(n.isdigit() for n in numbers):
+                raise BadInput(f"{OOM_HOOK_ENV}={text}: expected epoch:step[:min_batch][,...], e.g. 1:2 or 2:1:64")
+            points.append(OomPoint(*map(int, numbers)))
     return points
 
 
@@ -74,7 +81,7 @@ class Parts:
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     memory_format: torch.memory_format
-    oom_at: list[tuple[int, int]] = field(default_factory=list)
+    oom_at: list[OomPoint] = field(default_factory=list)
     where: str = "start-up"  # what the trial was doing, for an out-of-memory message
 
     @property
@@ -98,7 +105,7 @@ def num_outputs(events: EventFile) -> int:
     return len(events.class_names) if events.class_names is not None else len(events.target_names)
 
 
-def build(spec: TrialSpec, cfg: TrialConfig, oom_at: list[tuple[int, int]], device: torch.device) -> Parts:
+def build(spec: TrialSpec, cfg: TrialConfig, oom_at: list[OomPoint], device: torch.device) -> Parts:
     seed_everything(cfg.seed)
     events = open_events(spec.data, spec.task)
     memory_format = memory_format_for(cfg, device)
@@ -145,8 +152,10 @@ def reseed_order(loader: torch.utils.data.DataLoader, seed: int) -> None:
 
 
 def _oom_hook(p: Parts, epoch: int, step: int) -> None:
-    if p.oom_at and p.oom_at[0] == (epoch, step):
-        p.oom_at.pop(0)
+    if not p.oom_at or (p.oom_at[0].epoch, p.oom_at[0].step) != (epoch, step):
+        return
+    point = p.oom_at.pop(0)  # passed once, whether this trial's batch is large enough to run out or not
+    if p.cfg.batch_size >= point.min_batch:
         raise torch.OutOfMemoryError(f"{OOM_HOOK_ENV}: simulated out of memory at epoch {epoch} step {step}")
 
 
@@ -232,5 +241,5 @@ def parameter_counts(model: nn.Module) -> dict[str, float]:
             "model/params_trainable": float(sum(t.numel() for t in params if t.requires_grad))}
 
 
-def oom_hook_points() -> list[tuple[int, int]]:
+def oom_hook_points() -> list[OomPoint]:
     return oom_points(os.environ.get(OOM_HOOK_ENV))

@@ -1,7 +1,8 @@
 """Out of memory in real sweeps (the loop raises torch.OutOfMemoryError at a chosen epoch and step, through its test
 hook): a result, not a crash. With `oom: fail` every trial fails the same way and the sweep stops in one line after
 the baseline and the first trials; with `oom: halve_batch` each trial restarts at half the batch, is tagged so, and
-the sweep goes on."""
+the sweep goes on. A point with a smallest batch (epoch:step:64) picks the trials that run out, as a huge batch
+would: one failing trial keeps its first epoch, and the others, the finals and the report go on."""
 
 from __future__ import annotations
 
@@ -49,3 +50,32 @@ def test_halve_batch_restarts_each_trial_at_half_the_batch_and_goes_on(tmp_path)
         assert r.info.status == "FINISHED" and r.data.tags["scan.status"] in ("completed", "stopped_early")
         assert r.data.tags["scan.oom_retries"] == "1" and r.data.tags["scan.batch_size_final"] == "16"
         assert r.data.params["batch_size"] == "32"  # a param cannot change: it keeps the first value
+
+
+def test_one_trial_out_of_memory_keeps_its_first_epoch_and_the_sweep_goes_on(tmp_path):
+    # the baseline trains at batch 32; the searched trials at 64, which runs out at epoch 2 (FIFO: none is stopped
+    # before it gets there)
+    space = write_tiny_space(tmp_path, "oomone", trials=2, epochs=2)
+    text = (space.read_text().replace("scheduler: asha", "scheduler: fifo").replace("  batch_size: 32\n", "")
+            .replace("  lr: 1.0e-3\n", "  lr: 1.0e-3\n  batch_size: 32\n"))
+    space.write_text(text + "  batch_size: {choice: [64]}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(scanner_cmd("run", str(space), "--tracking-uri", uri), cwd=tmp_path,
+                          env=dict(scanner_env(), SCANNER_TEST_OOM_AT="2:1:64"), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 1, done.stderr[-3000:]  # trials failed; the sweep itself ran to its end
+    assert "stopped" not in done.stderr, done.stderr[-3000:]
+    runs = runs_of(uri, "oomone")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    children = [r for r in runs if "scan.trial_id" in r.data.tags]
+    baseline = [r for r in children if r.data.tags.get("scan.baseline") == "true"]
+    searched = [r for r in children if r.data.tags.get("scan.baseline") != "true"]
+    assert len(baseline) == 1 and len(searched) == 2
+    assert baseline[0].info.status == "FINISHED" and baseline[0].data.tags["scan.status"] == "completed"
+    assert "test/accuracy" in baseline[0].data.metrics  # the finals ran on the trial that ranks
+    assert (tmp_path / "scans" / "oomone" / "report" / "index.html").is_file()
+    for r in searched:
+        assert r.data.params["batch_size"] == "64" and r.data.tags["scan.status"] == "failed"
+        assert r.data.tags["scan.failure"].startswith("out of memory at epoch 2 step 1; try batch_size <= 32")
+        assert r.data.metrics["best/epoch"] == 1.0 and "val/accuracy" in r.data.metrics  # its first epoch stays
+        assert r.data.tags.get("scan.checkpoint")

@@ -60,7 +60,17 @@ def test_at_most_two_halvings_then_the_trial_fails(tiny_h5, tmp_path, monkeypatc
     assert outcome.failure == "out of memory at epoch 1 step 2 (after 2 halvings of the batch); try batch_size <= 4"
 
 
-def test_the_hook_reads_epoch_step_pairs():
-    assert oom_points("3:120, 3:120") == [(3, 120), (3, 120)] and oom_points(None) == []
-    with pytest.raises(BadInput, match=OOM_HOOK_ENV):
-        oom_points("3")
+def test_the_hook_reads_epoch_step_pairs_and_an_optional_smallest_batch():
+    assert oom_points("3:120, 3:120") == [(3, 120, 0), (3, 120, 0)] and oom_points(None) == []
+    assert oom_points("2:1:64") == [(2, 1, 64)]
+    for wrong in ("3", "1:2:3:4", "1:x", "1:2:"):
+        with pytest.raises(BadInput, match=OOM_HOOK_ENV):
+            oom_points(wrong)
+
+
+def test_a_point_with_a_smallest_batch_spares_a_trial_below_it(tiny_h5, tmp_path, monkeypatch):
+    monkeypatch.setenv(OOM_HOOK_ENV, "1:2:64,2:1:32")
+    reporter = KeepingReporter(tmp_path / "kept")
+    outcome = train_trial(make_spec(tiny_h5, tmp_path / "work", epochs=2, precise_bn=0), reporter)
+    assert outcome.status == "failed" and outcome.failure.startswith("out of memory at epoch 2 step 1")
+    assert [e for e, _ in reporter.history] == [1]  # batch 32 passed the first point, not the second
