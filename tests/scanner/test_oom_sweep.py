@@ -7,6 +7,7 @@ would: one failing trial keeps its first epoch, and the others, the finals and t
 from __future__ import annotations
 
 import subprocess
+from typing import Callable
 
 import pytest
 
@@ -16,11 +17,13 @@ from fixtures_sweep import write_tiny_space
 pytestmark = pytest.mark.slow  # real sweeps in subprocesses
 
 
-def _sweep(folder, name: str, oom: str, trials: int) -> subprocess.CompletedProcess:
+def _sweep(folder, name: str, oom: str, trials: int, oom_at: str = "1:2",
+           edit: Callable[[str], str] = str) -> subprocess.CompletedProcess:
+    """A tiny sweep of 2 epochs with the out-of-memory hook at ``oom_at``; ``edit`` changes the YAML text further."""
     space = write_tiny_space(folder, name, trials=trials, epochs=2)
-    space.write_text(space.read_text().replace("resources: {cpu: 1, gpu: 0, concurrent: 2}",
-                                               f"resources: {{cpu: 1, gpu: 0, concurrent: 2, oom: {oom}}}"))
-    env = dict(scanner_env(), SCANNER_TEST_OOM_AT="1:2")
+    space.write_text(edit(space.read_text().replace("resources: {cpu: 1, gpu: 0, concurrent: 2}",
+                                                    f"resources: {{cpu: 1, gpu: 0, concurrent: 2, oom: {oom}}}")))
+    env = dict(scanner_env(), SCANNER_TEST_OOM_AT=oom_at)
     return subprocess.run(scanner_cmd("run", str(space), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"),
                           cwd=folder, env=env, capture_output=True, text=True, timeout=900)
 
@@ -55,14 +58,13 @@ def test_halve_batch_restarts_each_trial_at_half_the_batch_and_goes_on(tmp_path)
 def test_one_trial_out_of_memory_keeps_its_first_epoch_and_the_sweep_goes_on(tmp_path):
     # the baseline trains at batch 32; the searched trials at 64, which runs out at epoch 2 (FIFO: none is stopped
     # before it gets there)
-    space = write_tiny_space(tmp_path, "oomone", trials=2, epochs=2)
-    text = (space.read_text().replace("scheduler: asha", "scheduler: fifo").replace("  batch_size: 32\n", "")
-            .replace("  lr: 1.0e-3\n", "  lr: 1.0e-3\n  batch_size: 32\n"))
-    space.write_text(text + "  batch_size: {choice: [64]}\n")
+    def large_batch_searched(text: str) -> str:
+        text = (text.replace("scheduler: asha", "scheduler: fifo").replace("  batch_size: 32\n", "")
+                .replace("  lr: 1.0e-3\n", "  lr: 1.0e-3\n  batch_size: 32\n"))
+        return text + "  batch_size: {choice: [64]}\n"
+
+    done = _sweep(tmp_path, "oomone", "fail", trials=2, oom_at="2:1:64", edit=large_batch_searched)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = subprocess.run(scanner_cmd("run", str(space), "--tracking-uri", uri), cwd=tmp_path,
-                          env=dict(scanner_env(), SCANNER_TEST_OOM_AT="2:1:64"), capture_output=True, text=True,
-                          timeout=900)
     assert done.returncode == 1, done.stderr[-3000:]  # trials failed; the sweep itself ran to its end
     assert "stopped" not in done.stderr, done.stderr[-3000:]
     runs = runs_of(uri, "oomone")
